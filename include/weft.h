@@ -12,8 +12,9 @@
  *              reports through errno, which is thread-local and meaningless
  *              across a suspension point. weft_strerror() names any code.
  *
- *   Ownership  Objects are either caller-owned storage (*_init/*_destroy) or
- *              heap objects (*_new/*_free). Each type's comment says which,
+ *   Ownership  Objects are either caller-owned storage (an _init and a
+ *              _destroy function) or heap objects (_new and _free).
+ *              Each type's comment says which,
  *              and who frees what. A function that "consumes" an argument
  *              takes over its ownership whatever it returns.
  *

@@ -1,0 +1,157 @@
+/*
+ * The runtime object and its entry points.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rt/runtime.h"
+#include "sched/sched.h"
+#include "task/task.h"
+
+void weft_config_init(weft_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->struct_size = sizeof *cfg;
+    cfg->flavor = WEFT_CURRENT_THREAD;
+    cfg->workers = 0;
+    cfg->stack_size = 0;
+    cfg->debug = -1;
+}
+
+static size_t env_size(const char *name)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return 0;
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (*end == 'k' || *end == 'K')
+        n *= 1024;
+    else if (*end == 'm' || *end == 'M')
+        n *= 1024 * 1024;
+    return (size_t)n;
+}
+
+static size_t page_round(size_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (n + page - 1) & ~(page - 1);
+}
+
+static int configure(weft_runtime *rt, const weft_config *cfg)
+{
+    if (cfg) {
+        if (cfg->struct_size != sizeof *cfg)
+            return -EINVAL;
+        rt->cfg = *cfg;
+    } else {
+        weft_config_init(&rt->cfg);
+    }
+    if (rt->cfg.flavor != WEFT_CURRENT_THREAD &&
+        rt->cfg.flavor != WEFT_MULTI_THREAD)
+        return -EINVAL;
+    if (rt->cfg.workers < 0 || rt->cfg.debug < -1 || rt->cfg.debug > 1)
+        return -EINVAL;
+    size_t stack = rt->cfg.stack_size;
+    if (!stack)
+        stack = env_size("WEFT_STACK_SIZE");
+    if (!stack)
+        stack = WEFT_DEFAULT_STACK;
+    if (stack < WEFT_MIN_STACK || stack > UINT32_MAX)
+        return -EINVAL;
+    rt->stack_size = page_round(stack);
+    rt->debug = rt->cfg.debug < 0 ? weft__debug_enabled() : rt->cfg.debug;
+    return 0;
+}
+
+int weft_runtime_new(weft_runtime **out, const weft_config *cfg)
+{
+    *out = NULL;
+    weft_runtime *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        return -ENOMEM;
+    int rc = configure(rt, cfg);
+    if (rc < 0)
+        goto fail;
+    rc = weft__stack_pool_new(&rt->stacks);
+    if (rc < 0)
+        goto fail;
+    if (rt->cfg.flavor == WEFT_MULTI_THREAD)
+        rc = -ENOTSUP; /* the multi-thread scheduler is its own issue */
+    else
+        rc = weft__current_thread_new(rt, &rt->sched);
+    if (rc < 0)
+        goto fail;
+    *out = rt;
+    return 0;
+fail:
+    if (rt->stacks)
+        weft__stack_pool_free(rt->stacks);
+    free(rt);
+    return rc;
+}
+
+void weft_runtime_free(weft_runtime *rt)
+{
+    if (!rt)
+        return;
+    atomic_store(&rt->closed, true);
+    rt->sched->ops->shutdown(rt->sched);
+    weft__stack_pool_free(rt->stacks);
+    free(rt);
+}
+
+weft_runtime *weft_runtime_current(void)
+{
+    struct weft_worker *w = weft__worker_current();
+    return w ? w->rt : NULL;
+}
+
+/* Runs the spawned root `t` to completion and collects its result. */
+static int run_root(weft_runtime *rt, struct weft_task *t, void **result)
+{
+    int rc = rt->sched->ops->block_on(rt->sched, t);
+    if (rc == 0)
+        rc = weft_join(t, result);
+    else
+        weft_task_cancel(t); /* it runs, cancelled, at shutdown */
+    weft_task_free(t);
+    return rc;
+}
+
+static int block_on_check(weft_runtime *rt)
+{
+    if (weft__worker_current())
+        return -EPERM;
+    if (atomic_load(&rt->closed))
+        return -ESHUTDOWN;
+    return 0;
+}
+
+int weft_block_on(weft_runtime *rt, weft_task_fn fn, void *arg, void **result)
+{
+    int rc = block_on_check(rt);
+    if (rc < 0)
+        return rc;
+    weft_task *t;
+    weft_spawn_opts opts = {.name = "root"};
+    rc = weft_spawn_at(rt, &t, fn, arg, &opts, NULL);
+    if (rc < 0)
+        return rc;
+    return run_root(rt, t, result);
+}
+
+int weft_block_on_future(weft_runtime *rt, weft_future *f, void **result)
+{
+    int rc = block_on_check(rt);
+    if (rc < 0) {
+        weft_future_free(f);
+        return rc;
+    }
+    weft_task *t;
+    rc = weft_spawn_future(rt, &t, f, NULL);
+    if (rc < 0)
+        return rc;
+    return run_root(rt, t, result);
+}

@@ -1,0 +1,251 @@
+/*
+ * The current-thread scheduler: every task runs on the thread inside
+ * weft_block_on().
+ *
+ * That thread (the "owner", while it is inside block_on or shutdown) alone
+ * touches the local run queue and the owned list, without locks. Other
+ * threads - and the owner's own calls made while no one runs the loop - put
+ * spawns and wakes on the remote queue under a mutex and unpark the owner;
+ * the owner moves them to the local queue every WEFT_REMOTE_INTERVAL polls
+ * and whenever it runs dry.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+
+#include "rt/runtime.h"
+#include "sched/park.h"
+#include "sched/sched.h"
+#include "task/task.h"
+
+struct fifo {
+    struct weft_task *head, *tail;
+};
+
+static void fifo_push(struct fifo *q, struct weft_task *t)
+{
+    t->next = NULL;
+    if (q->tail)
+        q->tail->next = t;
+    else
+        q->head = t;
+    q->tail = t;
+}
+
+static struct weft_task *fifo_pop(struct fifo *q)
+{
+    struct weft_task *t = q->head;
+    if (t) {
+        q->head = t->next;
+        if (!q->head)
+            q->tail = NULL;
+    }
+    return t;
+}
+
+static void fifo_append(struct fifo *q, struct fifo *other)
+{
+    if (!other->head)
+        return;
+    if (q->tail)
+        q->tail->next = other->head;
+    else
+        q->head = other->head;
+    q->tail = other->tail;
+    other->head = other->tail = NULL;
+}
+
+struct ct_sched {
+    struct weft_sched base;
+    struct weft_worker worker;
+    struct fifo local;
+    struct weft_task *owned; /* doubly linked, owner only */
+    size_t owned_count;
+
+    pthread_mutex_t lock; /* guards remote; closed is set under it */
+    struct fifo remote;
+    _Atomic bool remote_pending;
+    _Atomic bool closed;
+
+    struct weft_parker parker;
+    _Atomic bool running; /* a thread is inside block_on or shutdown */
+};
+
+static struct ct_sched *ct_of(struct weft_sched *s)
+{
+    return (struct ct_sched *)s;
+}
+
+static bool on_owner(struct ct_sched *s)
+{
+    return weft__tls_worker == &s->worker;
+}
+
+static void owned_link(struct ct_sched *s, struct weft_task *t)
+{
+    t->owned = 1;
+    t->owned_prev = NULL;
+    t->owned_next = s->owned;
+    if (s->owned)
+        s->owned->owned_prev = t;
+    s->owned = t;
+    s->owned_count++;
+}
+
+static void ct_release(struct weft_sched *base, struct weft_task *t)
+{
+    struct ct_sched *s = ct_of(base);
+    if (t->owned_prev)
+        t->owned_prev->owned_next = t->owned_next;
+    else
+        s->owned = t->owned_next;
+    if (t->owned_next)
+        t->owned_next->owned_prev = t->owned_prev;
+    t->owned = 0;
+    s->owned_count--;
+}
+
+/* Queues `t` from a thread that is not the owner. Returns false if the
+ * scheduler is closed and `new_task` was refused. */
+static bool push_remote(struct ct_sched *s, struct weft_task *t, bool new_task)
+{
+    pthread_mutex_lock(&s->lock);
+    if (new_task && s->closed) {
+        pthread_mutex_unlock(&s->lock);
+        return false;
+    }
+    fifo_push(&s->remote, t);
+    atomic_store_explicit(&s->remote_pending, true, memory_order_release);
+    pthread_mutex_unlock(&s->lock);
+    weft__parker_unpark(&s->parker);
+    return true;
+}
+
+static void drain_remote(struct ct_sched *s)
+{
+    if (!atomic_load_explicit(&s->remote_pending, memory_order_acquire))
+        return;
+    struct fifo got;
+    pthread_mutex_lock(&s->lock);
+    got = s->remote;
+    s->remote.head = s->remote.tail = NULL;
+    atomic_store_explicit(&s->remote_pending, false, memory_order_relaxed);
+    pthread_mutex_unlock(&s->lock);
+    /* Spawns that came from outside join the owned list here. */
+    for (struct weft_task *t = got.head; t; t = t->next)
+        if (!t->owned && !(atomic_load(&t->state) & TASK_COMPLETE))
+            owned_link(s, t);
+    fifo_append(&s->local, &got);
+}
+
+static int ct_spawn(struct weft_sched *base, struct weft_task *t)
+{
+    struct ct_sched *s = ct_of(base);
+    if (on_owner(s)) {
+        if (s->closed)
+            return -ESHUTDOWN;
+        owned_link(s, t);
+        fifo_push(&s->local, t);
+        return 0;
+    }
+    return push_remote(s, t, true) ? 0 : -ESHUTDOWN;
+}
+
+static void ct_schedule(struct weft_sched *base, struct weft_task *t)
+{
+    struct ct_sched *s = ct_of(base);
+    if (on_owner(s))
+        fifo_push(&s->local, t);
+    else
+        push_remote(s, t, false);
+}
+
+/* One step of the loop: poll one task, or park when there is none.
+ * `tick` counts polls for the remote-queue interval. */
+static void run_once(struct ct_sched *s, unsigned *tick)
+{
+    if (++*tick % WEFT_REMOTE_INTERVAL == 0 || !s->local.head)
+        drain_remote(s);
+    struct weft_task *t = fifo_pop(&s->local);
+    if (!t) {
+        weft__parker_park(&s->parker);
+        return;
+    }
+    if (weft__worker_poll(&s->worker, t))
+        fifo_push(&s->local, t);
+}
+
+static int enter(struct ct_sched *s)
+{
+    if (weft__tls_worker)
+        return -EPERM; /* inside some runtime's task or loop already */
+    if (atomic_exchange(&s->running, true))
+        return -EBUSY;
+    int rc = weft__worker_enter(&s->worker, &s->base);
+    if (rc < 0)
+        atomic_store(&s->running, false);
+    return rc;
+}
+
+static void leave(struct ct_sched *s)
+{
+    weft__worker_leave(&s->worker);
+    atomic_store(&s->running, false);
+}
+
+static int ct_block_on(struct weft_sched *base, struct weft_task *root)
+{
+    struct ct_sched *s = ct_of(base);
+    int rc = enter(s);
+    if (rc < 0)
+        return rc;
+    unsigned tick = 0;
+    while (!weft_task_done(root))
+        run_once(s, &tick);
+    leave(s);
+    return 0;
+}
+
+static void ct_shutdown(struct weft_sched *base)
+{
+    struct ct_sched *s = ct_of(base);
+    pthread_mutex_lock(&s->lock);
+    s->closed = true;
+    pthread_mutex_unlock(&s->lock);
+    /* Another thread may still be leaving block_on: wait for it. */
+    int rc;
+    while ((rc = enter(s)) == -EBUSY)
+        sched_yield();
+    WEFT_CHECK(rc == 0, "weft_runtime_free called from inside a runtime");
+    drain_remote(s);
+    for (struct weft_task *t = s->owned; t; t = t->owned_next)
+        weft__task_cancel(t);
+    unsigned tick = 0;
+    while (s->owned || s->local.head ||
+           atomic_load_explicit(&s->remote_pending, memory_order_acquire))
+        run_once(s, &tick);
+    leave(s);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+static const struct weft_sched_ops ct_ops = {
+    .spawn = ct_spawn,
+    .schedule = ct_schedule,
+    .release = ct_release,
+    .block_on = ct_block_on,
+    .shutdown = ct_shutdown,
+};
+
+int weft__current_thread_new(weft_runtime *rt, struct weft_sched **out)
+{
+    struct ct_sched *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->base.ops = &ct_ops;
+    s->base.rt = rt;
+    pthread_mutex_init(&s->lock, NULL);
+    weft__parker_init(&s->parker);
+    *out = &s->base;
+    return 0;
+}

@@ -1,0 +1,71 @@
+/*
+ * The scheduler interface. A runtime has one scheduler: current_thread.c or
+ * (later) multi_thread.c. Everything above this line (tasks, futures,
+ * drivers) talks to the scheduler only through these operations, so the two
+ * flavours plug in side by side.
+ */
+#ifndef WEFT_SCHED_H
+#define WEFT_SCHED_H
+
+#include "internal.h"
+#include "coro/coro.h"
+#include "task/task.h"
+
+struct weft_sched;
+
+struct weft_sched_ops {
+    /* Registers a new task (NOTIFIED, carrying a queue reference) in the
+     * owned list and queues it. -ESHUTDOWN once shutdown has begun (the task
+     * is untouched then). Any thread. */
+    int (*spawn)(struct weft_sched *s, struct weft_task *t);
+    /* Queues a task that became NOTIFIED and carries a queue reference.
+     * Any thread; from a foreign thread it unparks the runtime. */
+    void (*schedule)(struct weft_sched *s, struct weft_task *t);
+    /* Unlinks a task that completed from the owned list. Called on the
+     * thread that completed it. */
+    void (*release)(struct weft_sched *s, struct weft_task *t);
+    /* Runs until `root` (already spawned, handle held by the caller)
+     * completes. Called on a thread outside the runtime. */
+    int (*block_on)(struct weft_sched *s, struct weft_task *root);
+    /* Refuses new spawns, cancels every task, runs them to their end and
+     * frees the scheduler. */
+    void (*shutdown)(struct weft_sched *s);
+};
+
+struct weft_sched {
+    const struct weft_sched_ops *ops;
+    weft_runtime *rt;
+};
+
+/* A thread that polls tasks: the thread inside block_on for the current-
+ * thread flavour, each worker thread for the multi-thread one. */
+struct weft_worker {
+    struct weft_sched *sched;
+    weft_runtime *rt;
+    struct weft_task *current; /* the task being polled */
+    weft_coro_host host;       /* what coroutines switch back to */
+    weft_cx cx;
+    uint64_t polls;
+};
+
+/* The worker of the calling thread, or NULL. Coroutines may move between
+ * threads, so code that runs on a coroutine stack must call
+ * weft__worker_current() again after every suspension instead of keeping the
+ * pointer (or the address of the thread-local) across it: the function is
+ * out of line so that the compiler cannot cache the thread-local address. */
+extern __thread struct weft_worker *weft__tls_worker;
+struct weft_worker *weft__worker_current(void);
+
+/* Polls `t` (which the caller popped from a run queue) on worker `w`.
+ * Returns true if the task must go back to the end of a run queue (it
+ * yielded, or was woken while running); the queue reference goes with it. */
+bool weft__worker_poll(struct weft_worker *w, struct weft_task *t);
+
+/* Binds the calling thread to `w` (host, TLS). Returns 0 or -ENOMEM. */
+int weft__worker_enter(struct weft_worker *w, struct weft_sched *s);
+void weft__worker_leave(struct weft_worker *w);
+
+/* Schedulers. */
+int weft__current_thread_new(weft_runtime *rt, struct weft_sched **out);
+
+#endif

@@ -1,0 +1,205 @@
+/*
+ * Coroutine tasks: a task whose poll resumes a coroutine. Inside it,
+ * weft_await() polls a future and suspends the coroutine while it is
+ * pending; weft_yield() re-queues it.
+ *
+ * The stack is taken from the pool at the first poll, not at spawn, and goes
+ * back when the function returns: a million spawned-but-not-yet-run tasks
+ * cost a million small headers, not a million stacks, and tasks that run to
+ * completion without suspending all reuse the same warm stack.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "rt/runtime.h"
+#include "sched/sched.h"
+#include "task/task.h"
+
+struct coro_task {
+    struct weft_task task;
+    weft_coro coro;
+    weft_task_fn fn;
+    void *arg;
+    uint32_t stack_size;
+    bool finished;
+};
+
+static const struct weft_task_vtable coro_vtable;
+
+bool weft__task_is_coro(const struct weft_task *t)
+{
+    return t->vt == &coro_vtable;
+}
+
+static void coro_entry(void *arg)
+{
+    struct coro_task *ct = arg;
+    ct->task.value = ct->fn(ct->arg);
+    ct->task.err = 0;
+    ct->finished = true;
+    weft__coro_exit(&ct->coro);
+}
+
+static weft_poll coro_poll(struct weft_task *t, weft_cx *cx)
+{
+    (void)cx;
+    struct coro_task *ct = (struct coro_task *)t;
+    weft_runtime *rt = t->sched->rt;
+    if (weft_unlikely(!ct->coro.stack)) {
+        weft_stack *st = weft__stack_get(rt->stacks, ct->stack_size);
+        if (!st) {
+            /* fn never ran: report it through the join. */
+            t->value = NULL;
+            t->err = -ENOMEM;
+            return WEFT_READY;
+        }
+        weft__coro_init(&ct->coro, st, coro_entry, ct);
+    }
+    weft__coro_resume(&weft__tls_worker->host, &ct->coro);
+    if (!ct->finished)
+        return WEFT_PENDING;
+    weft__coro_release(&ct->coro);
+    weft__stack_put(rt->stacks, ct->coro.stack);
+    ct->coro.stack = NULL;
+    return WEFT_READY;
+}
+
+static void coro_dealloc(struct weft_task *t)
+{
+    weft__free(t, sizeof(struct coro_task));
+}
+
+static const struct weft_task_vtable coro_vtable = {
+    .poll = coro_poll,
+    .abandon = NULL, /* coroutines always unwind through their function */
+    .dealloc = coro_dealloc,
+};
+
+int weft_spawn_at(weft_runtime *rt, weft_task **out, weft_task_fn fn,
+                  void *arg, const weft_spawn_opts *opts,
+                  const weft_site *site)
+{
+    if (out)
+        *out = NULL;
+    if (!rt)
+        rt = weft_runtime_current();
+    if (!rt)
+        return -EPERM;
+    size_t stack = rt->stack_size;
+    if (opts && opts->stack_size) {
+        if (opts->stack_size < WEFT_MIN_STACK || opts->stack_size > UINT32_MAX)
+            return -EINVAL;
+        stack = opts->stack_size;
+    }
+    struct coro_task *ct = weft__alloc(sizeof *ct);
+    if (!ct)
+        return -ENOMEM;
+    weft__task_init(&ct->task, &coro_vtable, site, out != NULL);
+    memset(&ct->coro, 0, sizeof ct->coro);
+    ct->fn = fn;
+    ct->arg = arg;
+    ct->stack_size = (uint32_t)stack;
+    ct->finished = false;
+    if (opts && weft__task_set_name(&ct->task, opts->name) < 0) {
+        coro_dealloc(&ct->task);
+        return -ENOMEM;
+    }
+    return weft__task_submit_new(rt, &ct->task, out);
+}
+
+/* The coroutine task running on this thread, or NULL. */
+static struct coro_task *current_coro(struct weft_worker *w)
+{
+    if (!w || !w->current || w->current->vt != &coro_vtable)
+        return NULL;
+    return (struct coro_task *)w->current;
+}
+
+static bool cancelled(const struct coro_task *ct)
+{
+    return atomic_load_explicit(&ct->task.state, memory_order_relaxed) &
+           TASK_CANCELLED;
+}
+
+int weft_await(weft_future *f, void **value)
+{
+    if (!f)
+        return -ENOMEM; /* the constructor that made it failed */
+    struct weft_worker *w = weft__worker_current();
+    struct coro_task *ct = current_coro(w);
+    if (!ct) {
+        weft_future_free(f);
+        return -EPERM;
+    }
+    for (;;) {
+        if (cancelled(ct)) {
+            f->flags |= FUT_POLLED; /* it was awaited, not forgotten */
+            weft_future_free(f);
+            return -ECANCELED;
+        }
+        if (weft_future_poll(f, &w->cx) == WEFT_READY)
+            break;
+        weft__coro_suspend(&ct->coro);
+        w = weft__worker_current(); /* we may be on another thread now */
+    }
+    int err = f->err;
+    if (value)
+        *value = f->value;
+    weft_future_free(f);
+    return err;
+}
+
+int weft_yield(void)
+{
+    struct coro_task *ct = current_coro(weft__worker_current());
+    if (!ct)
+        return -EPERM;
+    if (cancelled(ct))
+        return -ECANCELED;
+    ct->task.yielded = 1;
+    weft__coro_suspend(&ct->coro);
+    return cancelled(ct) ? -ECANCELED : 0;
+}
+
+/* ---- stack overflow report ---- */
+
+/* Appends `s` to buf (signal-safe: no stdio). */
+static size_t put_str(char *buf, size_t len, size_t at, const char *s)
+{
+    while (s && *s && at + 1 < len)
+        buf[at++] = *s++;
+    buf[at < len ? at : len - 1] = '\0';
+    return at;
+}
+
+static size_t put_u64(char *buf, size_t len, size_t at, uint64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    char out[24];
+    for (int i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+    return put_str(buf, len, at, out);
+}
+
+void weft__coro_describe(const weft_coro *c, char *buf, size_t len)
+{
+    const struct coro_task *ct = container_of(c, struct coro_task, coro);
+    const struct weft_task *t = &ct->task;
+    size_t at = put_str(buf, len, 0, "task ");
+    at = put_u64(buf, len, at, t->id);
+    at = put_str(buf, len, at, " (");
+    at = put_str(buf, len, at, t->name ? t->name : "unnamed");
+    if (t->site) {
+        at = put_str(buf, len, at, ", spawned at ");
+        at = put_str(buf, len, at, t->site->file);
+        at = put_str(buf, len, at, ":");
+        at = put_u64(buf, len, at, (uint64_t)t->site->line);
+    }
+    put_str(buf, len, at, ")");
+}

@@ -1,0 +1,174 @@
+/*
+ * Tasks: the state word, references, wakers, join and cancel.
+ */
+#ifndef WEFT_TASK_H
+#define WEFT_TASK_H
+
+#include "internal.h"
+#include "coro/coro.h"
+
+/*
+ * The task state word
+ * -------------------
+ * One atomic 64-bit word holds the task's state bits and its reference count
+ * (tokio's runtime/task/state.rs has the same shape):
+ *
+ *   bit 0  RUNNING    a worker owns the task: it is being polled, or it
+ *                     yielded and sits in a run queue still owned (see below)
+ *   bit 1  COMPLETE   it finished; the result is stored; never polled again
+ *   bit 2  NOTIFIED   it must be polled (again): it sits in a run queue, or,
+ *                     while RUNNING, it will be queued when the poll ends
+ *   bit 3  CANCELLED  cancellation was requested; sticky
+ *   bit 4  JOIN_INTEREST  a join handle exists
+ *   bit 5  JOIN_WAKER the handle side stored join_waker; from then on the
+ *                     completing side may read it, the handle side may not
+ *                     change it until it clears this bit again
+ *   bits 6..63        reference count (REF_ONE = 1 << 6)
+ *
+ * References are held by: the join handle (1, while JOIN_INTEREST), the
+ * scheduler while the task is not COMPLETE (1: its entry in the owned list),
+ * each run-queue entry (1: a NOTIFIED task, or a RUNNING one being polled),
+ * and each waker clone (1 each). The last reference frees the task.
+ *
+ * Transitions, each one function in task.c returning what happened:
+ *
+ *   spawn                 -> NOTIFIED | JOIN_INTEREST?, refs = owned + queue
+ *                            (+ handle)
+ *   to_running            NOTIFIED, !RUNNING -> RUNNING; the queue's
+ *                            reference becomes the poll's
+ *   to_idle (poll pending) RUNNING -> !RUNNING; if NOTIFIED was set during
+ *                            the poll the poll's reference goes back to a
+ *                            queue entry, else it is dropped
+ *   yield (coroutines)    no change: the task stays RUNNING and goes to the
+ *                            back of a run queue; the next pop skips
+ *                            to_running (t->yielded says so). A yield costs
+ *                            no atomic operation.
+ *   wake                  idle -> NOTIFIED (+1 ref, submit to scheduler);
+ *                            RUNNING -> RUNNING|NOTIFIED; NOTIFIED or
+ *                            COMPLETE -> unchanged
+ *   cancel                sets CANCELLED, then as wake
+ *   complete              RUNNING -> COMPLETE; wakes join_waker if
+ *                            JOIN_WAKER; drops the owned and poll references
+ *   handle free           clears JOIN_INTEREST, drops the handle reference
+ */
+enum {
+    TASK_RUNNING = 1u << 0,
+    TASK_COMPLETE = 1u << 1,
+    TASK_NOTIFIED = 1u << 2,
+    TASK_CANCELLED = 1u << 3,
+    TASK_JOIN_INTEREST = 1u << 4,
+    TASK_JOIN_WAKER = 1u << 5,
+};
+#define TASK_REF_SHIFT 6
+#define TASK_REF_ONE ((uint64_t)1 << TASK_REF_SHIFT)
+#define TASK_STATE_MASK (TASK_REF_ONE - 1)
+
+struct weft_task;
+
+/* What differs between a coroutine task and a future task. */
+struct weft_task_vtable {
+    /* Polls the task once. On READY the result is in t->value / t->err. */
+    weft_poll (*poll)(struct weft_task *t, weft_cx *cx);
+    /* The task was cancelled before it could finish and will not be polled
+     * again (future tasks: drop the future). NULL for coroutine tasks,
+     * which always unwind through their own function. */
+    void (*abandon)(struct weft_task *t);
+    /* Frees the task's memory (the last reference is gone). */
+    void (*dealloc)(struct weft_task *t);
+};
+
+struct weft_task {
+    _Atomic uint64_t state;
+    struct weft_task *next;     /* run-queue link, owned by the queue */
+    struct weft_sched *sched;   /* never changes; NULL once shut down */
+    const struct weft_task_vtable *vt;
+    struct weft_task *owned_prev, *owned_next; /* the scheduler's list */
+    weft_waker join_waker;      /* see JOIN_WAKER */
+    void *value;                /* result, valid once COMPLETE */
+    int err;
+    uint8_t yielded;            /* re-queued by weft_yield, still RUNNING */
+    uint8_t owned;              /* linked in the owned list */
+    uint8_t pad_[2];
+    uint64_t id;
+    const weft_site *site;
+    char *name;
+    struct weft_task *awaiting; /* the task this one is joining, or NULL */
+};
+
+/* The poll context handed to futures. One per worker, refilled per poll. */
+struct weft_cx {
+    weft_waker waker;
+    struct weft_task *task;
+    int budget;
+};
+
+/* ---- state transitions (task.c) ---- */
+
+enum task_run { RUN_OK, RUN_CANCELLED, RUN_GONE };
+/* Pop side: claim a NOTIFIED task for polling. RUN_GONE: it completed while
+ * queued; the queue's reference has been dropped, do nothing. */
+enum task_run weft__task_to_running(struct weft_task *t);
+
+/* After a PENDING poll. Returns true if the task was notified meanwhile and
+ * must be queued again (the poll's reference goes with it). */
+bool weft__task_to_idle(struct weft_task *t);
+
+/* After a READY poll, or when a cancelled task is abandoned: stores the
+ * result, wakes the joiner, unlinks and drops the owned and poll references. */
+void weft__task_complete(struct weft_task *t, void *value, int err);
+
+void weft__task_ref(struct weft_task *t);
+void weft__task_unref(struct weft_task *t);
+/* Drops `n` references at once. */
+void weft__task_unref_n(struct weft_task *t, uint64_t n);
+
+/* Wake `t` from any thread (by reference: no reference is consumed). */
+void weft__task_wake(struct weft_task *t);
+
+/* A waker for `t` that the caller borrows (no reference taken). */
+static inline weft_waker weft__task_waker(struct weft_task *t)
+{
+    extern const weft_waker_vtable weft__task_waker_vtable;
+    weft_waker w = {&weft__task_waker_vtable, t};
+    return w;
+}
+
+/* Initialises the common part of a new task and gives it an id. */
+void weft__task_init(struct weft_task *t, const struct weft_task_vtable *vt,
+                     const weft_site *site, bool handle);
+
+/* Sets the name (copied). Returns 0 or -ENOMEM. */
+int weft__task_set_name(struct weft_task *t, const char *name);
+
+/* Releases what weft__task_init and set_name took (name). */
+void weft__task_fini(struct weft_task *t);
+
+/* Submits a task that was just spawned to `rt`'s scheduler and hands out the
+ * handle. On failure the task is freed and *out is NULL. */
+int weft__task_submit_new(weft_runtime *rt, struct weft_task *t,
+                          weft_task **out);
+
+/* Cancels (as weft_task_cancel) every task; used by shutdown. */
+void weft__task_cancel(struct weft_task *t);
+
+/* ---- coroutine tasks (coro_task.c) ---- */
+
+/* Returns true if `t` is a coroutine task. */
+bool weft__task_is_coro(const struct weft_task *t);
+
+/* ---- futures (future.c) ---- */
+
+/* weft_future.flags */
+enum {
+    FUT_HEAP = 1u << 0,    /* allocated by weft_future_new: free it */
+    FUT_POLLED = 1u << 1,  /* polled at least once (or awaited) */
+    FUT_READY = 1u << 2,   /* returned READY: must not be polled again */
+    FUT_DROPPED = 1u << 3, /* drop has run */
+    FUT_SPAWNED = 1u << 4, /* owned by a task */
+};
+
+/* The bytes weft_future_new() reserves in front of every heap future so that
+ * spawning it needs no second allocation. */
+size_t weft__future_prefix(void);
+
+#endif
