@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "rt/runtime.h"
+#include "sched/driver.h"
 #include "sched/sched.h"
 #include "task/task.h"
 
@@ -77,6 +78,9 @@ int weft_runtime_new(weft_runtime **out, const weft_config *cfg)
     rc = weft__stack_pool_new(&rt->stacks);
     if (rc < 0)
         goto fail;
+    rc = weft__driver_new(rt, &rt->driver);
+    if (rc < 0)
+        goto fail;
     if (rt->cfg.flavor == WEFT_MULTI_THREAD)
         rc = -ENOTSUP; /* the multi-thread scheduler is its own issue */
     else
@@ -86,6 +90,8 @@ int weft_runtime_new(weft_runtime **out, const weft_config *cfg)
     *out = rt;
     return 0;
 fail:
+    if (rt->driver)
+        weft__driver_free(rt->driver);
     if (rt->stacks)
         weft__stack_pool_free(rt->stacks);
     free(rt);
@@ -98,6 +104,7 @@ void weft_runtime_free(weft_runtime *rt)
         return;
     atomic_store(&rt->closed, true);
     rt->sched->ops->shutdown(rt->sched);
+    weft__driver_free(rt->driver);
     weft__stack_pool_free(rt->stacks);
     free(rt);
 }

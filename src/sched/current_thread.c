@@ -14,7 +14,7 @@
 #include <stdlib.h>
 
 #include "rt/runtime.h"
-#include "sched/park.h"
+#include "sched/driver.h"
 #include "sched/sched.h"
 #include "task/task.h"
 
@@ -67,7 +67,7 @@ struct ct_sched {
     _Atomic bool remote_pending;
     _Atomic bool closed;
 
-    struct weft_parker parker;
+    struct weft_driver *driver;
     _Atomic bool running; /* a thread is inside block_on or shutdown */
 };
 
@@ -117,7 +117,7 @@ static bool push_remote(struct ct_sched *s, struct weft_task *t, bool new_task)
     fifo_push(&s->remote, t);
     atomic_store_explicit(&s->remote_pending, true, memory_order_release);
     pthread_mutex_unlock(&s->lock);
-    weft__parker_unpark(&s->parker);
+    weft__driver_unpark(s->driver);
     return true;
 }
 
@@ -164,11 +164,15 @@ static void ct_schedule(struct weft_sched *base, struct weft_task *t)
  * `tick` counts polls for the remote-queue interval. */
 static void run_once(struct ct_sched *s, unsigned *tick)
 {
-    if (++*tick % WEFT_REMOTE_INTERVAL == 0 || !s->local.head)
+    if (++*tick % WEFT_REMOTE_INTERVAL == 0) {
+        weft__driver_maintain(s->driver, &s->worker);
         drain_remote(s);
+    } else if (!s->local.head) {
+        drain_remote(s);
+    }
     struct weft_task *t = fifo_pop(&s->local);
     if (!t) {
-        weft__parker_park(&s->parker);
+        weft__driver_park(s->driver, &s->worker, -1, true);
         return;
     }
     if (weft__worker_poll(&s->worker, t))
@@ -245,7 +249,7 @@ int weft__current_thread_new(weft_runtime *rt, struct weft_sched **out)
     s->base.ops = &ct_ops;
     s->base.rt = rt;
     pthread_mutex_init(&s->lock, NULL);
-    weft__parker_init(&s->parker);
+    s->driver = rt->driver;
     *out = &s->base;
     return 0;
 }

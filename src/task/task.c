@@ -457,8 +457,9 @@ weft_future *weft_join_future_at(weft_task *t, const weft_site *site)
 {
     struct join_future *jf =
         (struct join_future *)weft_future_new_at(sizeof *jf, &join_ops, site);
-    if (jf)
-        jf->target = t;
+    if (!jf)
+        return NULL;
+    jf->target = t;
     return &jf->base;
 }
 
