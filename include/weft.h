@@ -282,13 +282,30 @@ WEFT_API void weft_config_init(weft_config *cfg);
  * Ownership: the caller frees the runtime with weft_runtime_free(). */
 WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *cfg);
 
-/* Shuts the runtime down and frees it: refuses new spawns, cancels every task
- * still pending (each coroutine's current or next suspension returns
- * -ECANCELED so that it unwinds by ordinary returns; each future task's
- * future is dropped), runs them until they have ended, and frees all memory.
+/* Shuts the runtime down without freeing it: refuses new spawns (they
+ * return -ESHUTDOWN), cancels every task still pending (each coroutine's
+ * current or next suspension returns -ECANCELED so that it unwinds by
+ * ordinary returns; each future task's future is dropped), and waits for
+ * them to end - on the calling thread for a current-thread runtime, on the
+ * workers for a multi-thread one - then stops the workers. Blocking-pool
+ * work cannot be interrupted: it is waited for too.
+ * timeout_ms bounds the wait (< 0: no limit). It cannot bound a
+ * current-thread runtime's own tasks, which run on the calling thread.
+ * Returns 0 once every task has ended, or
+ *   -ETIMEDOUT some task (one that ignores cancellation and never
+ *              suspends, or blocking work) is still running; the runtime
+ *              stays usable for another weft_runtime_shutdown() call,
+ *   -EPERM     called from inside a task.
+ * Idempotent. Thread-safety: any one thread outside the runtime. */
+WEFT_API int weft_runtime_shutdown(weft_runtime *rt, int64_t timeout_ms);
+
+/* Shuts the runtime down (weft_runtime_shutdown() with no time limit,
+ * unless a shutdown already succeeded) and frees it and all its memory.
  * Join handles still held stay valid (joining them returns the result or
- * -ECANCELED) until weft_task_free(). Call it from a thread outside the
- * runtime, never from a task. NULL is ignored. */
+ * -ECANCELED) until weft_task_free(). If an earlier weft_runtime_shutdown()
+ * timed out and tasks are still running, the runtime is not freed (its
+ * memory is in use) and a warning is printed. Call it from a thread outside
+ * the runtime, never from a task (that aborts). NULL is ignored. */
 WEFT_API void weft_runtime_free(weft_runtime *rt);
 
 /* The coroutine entry point, like pthread_create's. */

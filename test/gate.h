@@ -6,8 +6,10 @@
 #ifndef WEFT_TEST_GATE_H
 #define WEFT_TEST_GATE_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "weft.h"
 

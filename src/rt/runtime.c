@@ -1,12 +1,14 @@
 /*
  * The runtime object and its entry points.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "rt/runtime.h"
 #include "sched/driver.h"
+#include "sched/mt.h"
 #include "sched/sched.h"
 #include "task/task.h"
 
@@ -82,7 +84,7 @@ int weft_runtime_new(weft_runtime **out, const weft_config *cfg)
     if (rc < 0)
         goto fail;
     if (rt->cfg.flavor == WEFT_MULTI_THREAD)
-        rc = -ENOTSUP; /* the multi-thread scheduler is its own issue */
+        rc = weft__multi_thread_new(rt, rt->cfg.workers, &rt->sched);
     else
         rc = weft__current_thread_new(rt, &rt->sched);
     if (rc < 0)
@@ -98,12 +100,31 @@ fail:
     return rc;
 }
 
+int weft_runtime_shutdown(weft_runtime *rt, int64_t timeout_ms)
+{
+    if (weft__worker_current())
+        return -EPERM;
+    atomic_store(&rt->closed, true);
+    int rc = rt->sched->ops->shutdown(rt->sched, timeout_ms);
+    rt->shut_down = rc == 0;
+    rt->shutdown_tried = true;
+    return rc;
+}
+
 void weft_runtime_free(weft_runtime *rt)
 {
     if (!rt)
         return;
-    atomic_store(&rt->closed, true);
-    rt->sched->ops->shutdown(rt->sched);
+    WEFT_CHECK(!weft__worker_current(),
+               "weft_runtime_free called from inside a runtime");
+    /* After a shutdown that timed out, look once more but do not wait. */
+    if (!rt->shut_down &&
+        weft_runtime_shutdown(rt, rt->shutdown_tried ? 0 : -1) < 0) {
+        fprintf(stderr, "weft: runtime %p still has running tasks after "
+                        "shutdown; not freeing it\n", (void *)rt);
+        return;
+    }
+    rt->sched->ops->free(rt->sched);
     weft__driver_free(rt->driver);
     weft__stack_pool_free(rt->stacks);
     free(rt);

@@ -15,6 +15,8 @@ struct weft_runtime {
     size_t stack_size;   /* default, rounded to pages */
     bool debug;          /* diagnostics for this runtime's tasks */
     _Atomic bool closed; /* shutdown has begun: no new spawns */
+    bool shut_down;      /* shutdown finished: every task has ended */
+    bool shutdown_tried; /* weft_runtime_shutdown was called */
 };
 
 #endif

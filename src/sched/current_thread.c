@@ -210,8 +210,12 @@ static int ct_block_on(struct weft_sched *base, struct weft_task *root)
     return 0;
 }
 
-static void ct_shutdown(struct weft_sched *base)
+/* The current-thread runtime runs its cancelled tasks on the calling thread
+ * itself, so there is nothing to time out: a cancelled coroutine never
+ * suspends again and runs to its end. */
+static int ct_shutdown(struct weft_sched *base, int64_t timeout_ms)
 {
+    (void)timeout_ms;
     struct ct_sched *s = ct_of(base);
     pthread_mutex_lock(&s->lock);
     s->closed = true;
@@ -229,6 +233,12 @@ static void ct_shutdown(struct weft_sched *base)
            atomic_load_explicit(&s->remote_pending, memory_order_acquire))
         run_once(s, &tick);
     leave(s);
+    return 0;
+}
+
+static void ct_free(struct weft_sched *base)
+{
+    struct ct_sched *s = ct_of(base);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -239,6 +249,7 @@ static const struct weft_sched_ops ct_ops = {
     .release = ct_release,
     .block_on = ct_block_on,
     .shutdown = ct_shutdown,
+    .free = ct_free,
 };
 
 int weft__current_thread_new(weft_runtime *rt, struct weft_sched **out)

@@ -27,9 +27,13 @@ struct weft_sched_ops {
     /* Runs until `root` (already spawned, handle held by the caller)
      * completes. Called on a thread outside the runtime. */
     int (*block_on)(struct weft_sched *s, struct weft_task *root);
-    /* Refuses new spawns, cancels every task, runs them to their end and
-     * frees the scheduler. */
-    void (*shutdown)(struct weft_sched *s);
+    /* Refuses new spawns, cancels every task and runs them to their end,
+     * waiting at most timeout_ms (< 0: no limit) for tasks on other threads.
+     * Returns 0, or -ETIMEDOUT with tasks still running. Idempotent. Called
+     * on a thread outside the runtime. */
+    int (*shutdown)(struct weft_sched *s, int64_t timeout_ms);
+    /* Frees the scheduler after a shutdown that returned 0. */
+    void (*free)(struct weft_sched *s);
 };
 
 struct weft_sched {

@@ -1,0 +1,693 @@
+/*
+ * The multi-thread work-stealing scheduler.
+ *
+ * Each worker thread owns a bounded local queue (local_queue.h) and a LIFO
+ * slot; a mutex-protected injection queue takes spawns and wakes from
+ * outside the workers and the overflow of full local queues. The worker loop
+ * (worker_run) reads like the design:
+ *
+ *   tick
+ *   every WEFT_GLOBAL_INTERVAL ticks: maintenance (timers), inject first
+ *   next_task:  LIFO slot (at most WEFT_MAX_LIFO_POLLS in a row),
+ *               local queue, injection queue
+ *   steal:      become a searcher (at most half the busy workers search),
+ *               take half of a random victim's queue, then the inject queue
+ *   park:       the first idle worker to get the driver sleeps in it
+ *               (timers, I/O); the others sleep on their own parker
+ *
+ * The shape and the numbers follow tokio (runtime/scheduler/multi_thread:
+ * worker.rs, idle.rs, queue.rs) and Go (runtime/proc.go: findrunnable,
+ * runqsteal, the spinning-M limit).
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rt/runtime.h"
+#include "sched/driver.h"
+#include "sched/local_queue.h"
+#include "sched/mt.h"
+#include "sched/park.h"
+#include "sched/sched.h"
+#include "task/task.h"
+
+/* Ticks between two looks at the injection queue first (fairness). */
+#ifndef WEFT_GLOBAL_INTERVAL
+#define WEFT_GLOBAL_INTERVAL 61
+#endif
+/* Consecutive polls of LIFO-slot tasks before the slot's task must go to
+ * the back of the queue, so that two tasks waking each other cannot
+ * starve the rest. */
+#ifndef WEFT_MAX_LIFO_POLLS
+#define WEFT_MAX_LIFO_POLLS 3
+#endif
+#define OWNED_SHARDS 32
+
+struct fifo {
+    struct weft_task *head, *tail;
+};
+
+static void fifo_push(struct fifo *q, struct weft_task *t)
+{
+    t->next = NULL;
+    if (q->tail)
+        q->tail->next = t;
+    else
+        q->head = t;
+    q->tail = t;
+}
+
+static struct weft_task *fifo_pop(struct fifo *q)
+{
+    struct weft_task *t = q->head;
+    if (t) {
+        q->head = t->next;
+        if (!q->head)
+            q->tail = NULL;
+    }
+    return t;
+}
+
+struct mt_worker {
+    struct weft_worker base; /* must be first */
+    struct mt_sched *s;
+    int index;
+    bool searching;
+    _Atomic bool parked;        /* in the sleepers list */
+    _Atomic bool in_driver;
+    struct weft_task *lifo;     /* owner only */
+    unsigned lifo_polls;
+    uint32_t tick;
+    uint64_t rng;
+    struct weft_parker parker;
+    pthread_t thread;
+    bool started;
+    struct mt_worker_metrics m;
+    struct local_queue q;
+} __attribute__((aligned(64)));
+
+struct owned_shard {
+    pthread_mutex_t lock;
+    struct weft_task *head;
+} __attribute__((aligned(64)));
+
+struct mt_sched {
+    struct weft_sched base;
+    int n;
+    struct mt_worker *workers;
+
+    /* injection queue */
+    pthread_mutex_t inject_lock;
+    struct fifo inject;
+    _Atomic size_t inject_len;
+
+    /* idle workers: counts packed like tokio's idle.rs, sleepers under lock */
+    _Atomic uint32_t idle_state; /* searching | unparked << 16 */
+    pthread_mutex_t idle_lock;
+    int *sleepers;
+    int nsleepers;
+
+    struct owned_shard shards[OWNED_SHARDS];
+    _Atomic size_t live;
+    _Atomic bool closed;
+    _Atomic bool stop;
+    struct weft_parker shutdown_parker;
+
+    pthread_mutex_t driver_lock;
+    struct weft_driver *driver;
+};
+
+#define IDLE_SEARCH_ONE 1u
+#define IDLE_UNPARK_ONE (1u << 16)
+#define IDLE_SEARCH_MASK 0xffffu
+
+/* Counters are written by their worker only: no locked instruction. */
+#define STAT_ADD(x, n)                                                         \
+    atomic_store_explicit(&(x), atomic_load_explicit(&(x), memory_order_relaxed) + (n), \
+                          memory_order_relaxed)
+
+static struct mt_sched *mt_of(struct weft_sched *s)
+{
+    return (struct mt_sched *)s;
+}
+
+/* The worker of `s` running on this thread, or NULL. */
+static struct mt_worker *local_worker(struct mt_sched *s)
+{
+    struct weft_worker *w = weft__tls_worker;
+    if (w && w->sched == &s->base)
+        return (struct mt_worker *)w;
+    return NULL;
+}
+
+static uint32_t rand_below(struct mt_worker *w, uint32_t n)
+{
+    /* xorshift64* */
+    w->rng ^= w->rng >> 12;
+    w->rng ^= w->rng << 25;
+    w->rng ^= w->rng >> 27;
+    return (uint32_t)(((w->rng * 0x2545F4914F6CDD1Dull) >> 32) % n);
+}
+
+/* ---- injection queue ---- */
+
+static void inject_push_batch(struct mt_sched *s, struct weft_task **ts,
+                              uint32_t n, struct weft_task *extra)
+{
+    pthread_mutex_lock(&s->inject_lock);
+    for (uint32_t i = 0; i < n; i++)
+        fifo_push(&s->inject, ts[i]);
+    if (extra)
+        fifo_push(&s->inject, extra);
+    atomic_fetch_add_explicit(&s->inject_len, n + (extra != NULL),
+                              memory_order_release);
+    pthread_mutex_unlock(&s->inject_lock);
+}
+
+static struct weft_task *inject_pop(struct mt_sched *s)
+{
+    if (!atomic_load_explicit(&s->inject_len, memory_order_acquire))
+        return NULL;
+    pthread_mutex_lock(&s->inject_lock);
+    struct weft_task *t = fifo_pop(&s->inject);
+    if (t)
+        atomic_fetch_sub_explicit(&s->inject_len, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&s->inject_lock);
+    return t;
+}
+
+/* ---- idle workers ---- */
+
+static void unpark_worker(struct mt_worker *w)
+{
+    weft__parker_unpark(&w->parker);
+    if (atomic_load(&w->in_driver))
+        weft__driver_unpark(w->s->driver);
+}
+
+static bool should_notify(struct mt_sched *s)
+{
+    uint32_t st = atomic_load(&s->idle_state);
+    return (st & IDLE_SEARCH_MASK) == 0 && (st >> 16) < (uint32_t)s->n;
+}
+
+/* Wakes one sleeping worker to look for work, unless one is searching
+ * already (it will find the work, and wake another when it does). */
+static void notify_parked(struct mt_sched *s)
+{
+    /* Pairs with the fence in park(): either we see the parking worker's
+     * count, or it sees the work we queued. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!should_notify(s))
+        return;
+    pthread_mutex_lock(&s->idle_lock);
+    if (!should_notify(s) || s->nsleepers == 0) {
+        pthread_mutex_unlock(&s->idle_lock);
+        return;
+    }
+    atomic_fetch_add(&s->idle_state, IDLE_SEARCH_ONE | IDLE_UNPARK_ONE);
+    struct mt_worker *w = &s->workers[s->sleepers[--s->nsleepers]];
+    w->parked = false;
+    pthread_mutex_unlock(&s->idle_lock);
+    unpark_worker(w);
+}
+
+static bool transition_to_searching(struct mt_worker *w)
+{
+    if (w->searching)
+        return true;
+    struct mt_sched *s = w->s;
+    uint32_t st = atomic_load(&s->idle_state);
+    uint32_t searching = st & IDLE_SEARCH_MASK, unparked = st >> 16;
+    /* Bound the searchers to half of the busy workers, as Go and tokio do:
+     * one wake must not send every idle thread hunting. */
+    if (2 * searching >= unparked)
+        return false;
+    atomic_fetch_add(&s->idle_state, IDLE_SEARCH_ONE);
+    w->searching = true;
+    return true;
+}
+
+/* A searcher found work: stop searching; if it was the last searcher, wake
+ * another worker, since more work may be waiting. */
+static void transition_from_searching(struct mt_worker *w)
+{
+    if (!w->searching)
+        return;
+    w->searching = false;
+    uint32_t prev = atomic_fetch_sub(&w->s->idle_state, IDLE_SEARCH_ONE);
+    if ((prev & IDLE_SEARCH_MASK) == 1)
+        notify_parked(w->s);
+}
+
+/* Returns true if this was the last searching worker. */
+static bool transition_to_parked(struct mt_worker *w)
+{
+    struct mt_sched *s = w->s;
+    pthread_mutex_lock(&s->idle_lock);
+    uint32_t dec = IDLE_UNPARK_ONE + (w->searching ? IDLE_SEARCH_ONE : 0);
+    uint32_t prev = atomic_fetch_sub(&s->idle_state, dec);
+    s->sleepers[s->nsleepers++] = w->index;
+    w->parked = true;
+    pthread_mutex_unlock(&s->idle_lock);
+    bool last = w->searching && (prev & IDLE_SEARCH_MASK) == 1;
+    w->searching = false;
+    return last;
+}
+
+/* Leaves the sleepers list if still in it (woken by the driver or spuriously
+ * with work of its own). Returns true if a notifier had already taken it out
+ * (then it is counted as searching). */
+static bool transition_from_parked(struct mt_worker *w)
+{
+    struct mt_sched *s = w->s;
+    pthread_mutex_lock(&s->idle_lock);
+    bool notified = !w->parked;
+    if (w->parked) {
+        for (int i = 0; i < s->nsleepers; i++)
+            if (s->sleepers[i] == w->index) {
+                s->sleepers[i] = s->sleepers[--s->nsleepers];
+                break;
+            }
+        w->parked = false;
+        atomic_fetch_add(&s->idle_state, IDLE_UNPARK_ONE);
+    }
+    pthread_mutex_unlock(&s->idle_lock);
+    return notified;
+}
+
+static bool work_anywhere(struct mt_sched *s)
+{
+    if (atomic_load(&s->inject_len))
+        return true;
+    for (int i = 0; i < s->n; i++)
+        if (lq_len(&s->workers[i].q))
+            return true;
+    return false;
+}
+
+/* ---- queues of one worker ---- */
+
+/* Pushes to the local queue; a full queue sends half of itself and `t` to
+ * the injection queue in one batch. */
+static void push_local(struct mt_worker *w, struct weft_task *t)
+{
+    while (!lq_push(&w->q, t)) {
+        struct weft_task *half[WEFT_LOCAL_QUEUE_CAP / 2];
+        uint32_t n = lq_pop_half(&w->q, half);
+        if (n) {
+            inject_push_batch(w->s, half, n, t);
+            STAT_ADD(w->m.overflows, 1);
+            return;
+        }
+    }
+}
+
+static void schedule_local(struct mt_worker *w, struct weft_task *t,
+                           bool is_yield)
+{
+    if (is_yield || !w->base.current) {
+        /* A yield goes to the back; a wake from outside any poll (the
+         * driver) too. */
+        push_local(w, t);
+    } else {
+        /* The running task woke `t`: run it next, on this warm cache. */
+        struct weft_task *prev = w->lifo;
+        w->lifo = t;
+        if (!prev)
+            return;
+        push_local(w, prev);
+    }
+    notify_parked(w->s);
+}
+
+static int mt_spawn(struct weft_sched *base, struct weft_task *t)
+{
+    struct mt_sched *s = mt_of(base);
+    struct owned_shard *sh = &s->shards[t->id % OWNED_SHARDS];
+    pthread_mutex_lock(&sh->lock);
+    if (atomic_load_explicit(&s->closed, memory_order_relaxed)) {
+        pthread_mutex_unlock(&sh->lock);
+        return -ESHUTDOWN;
+    }
+    t->owned = 1;
+    t->owned_prev = NULL;
+    t->owned_next = sh->head;
+    if (sh->head)
+        sh->head->owned_prev = t;
+    sh->head = t;
+    pthread_mutex_unlock(&sh->lock);
+    atomic_fetch_add_explicit(&s->live, 1, memory_order_relaxed);
+    struct mt_worker *w = local_worker(s);
+    if (w) {
+        push_local(w, t);
+        notify_parked(s);
+    } else {
+        inject_push_batch(s, NULL, 0, t);
+        notify_parked(s);
+    }
+    return 0;
+}
+
+static void mt_schedule(struct weft_sched *base, struct weft_task *t)
+{
+    struct mt_sched *s = mt_of(base);
+    struct mt_worker *w = local_worker(s);
+    if (w) {
+        schedule_local(w, t, false);
+        return;
+    }
+    inject_push_batch(s, NULL, 0, t);
+    notify_parked(s);
+}
+
+static void mt_release(struct weft_sched *base, struct weft_task *t)
+{
+    struct mt_sched *s = mt_of(base);
+    struct owned_shard *sh = &s->shards[t->id % OWNED_SHARDS];
+    pthread_mutex_lock(&sh->lock);
+    if (t->owned_prev)
+        t->owned_prev->owned_next = t->owned_next;
+    else
+        sh->head = t->owned_next;
+    if (t->owned_next)
+        t->owned_next->owned_prev = t->owned_prev;
+    t->owned = 0;
+    pthread_mutex_unlock(&sh->lock);
+    size_t left = atomic_fetch_sub(&s->live, 1) - 1;
+    if (left == 0 && atomic_load(&s->closed))
+        weft__parker_unpark(&s->shutdown_parker);
+}
+
+/* ---- the worker loop ---- */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static struct weft_task *next_task(struct mt_worker *w)
+{
+    struct weft_task *t;
+    if (w->tick % WEFT_GLOBAL_INTERVAL == 0) {
+        if ((t = inject_pop(w->s)))
+            return t;
+        return lq_pop(&w->q);
+    }
+    if ((t = lq_pop(&w->q)))
+        return t;
+    return inject_pop(w->s);
+}
+
+static void poll_one(struct mt_worker *w, struct weft_task *t)
+{
+    STAT_ADD(w->m.polls, 1);
+    if (weft__worker_poll(&w->base, t))
+        push_local(w, t); /* yielded or woken while running: to the back */
+}
+
+/* Runs `t`, then whatever it put in the LIFO slot, within the cap. */
+static void run_task(struct mt_worker *w, struct weft_task *t)
+{
+    transition_from_searching(w);
+    poll_one(w, t);
+    w->lifo_polls = 0;
+    while ((t = w->lifo)) {
+        w->lifo = NULL;
+        if (++w->lifo_polls > WEFT_MAX_LIFO_POLLS) {
+            push_local(w, t);
+            break;
+        }
+        poll_one(w, t);
+    }
+}
+
+static struct weft_task *steal_work(struct mt_worker *w)
+{
+    struct mt_sched *s = w->s;
+    if (!transition_to_searching(w))
+        return NULL;
+    uint32_t start = rand_below(w, (uint32_t)s->n);
+    for (int i = 0; i < s->n; i++) {
+        struct mt_worker *v = &s->workers[(start + (uint32_t)i) % (uint32_t)s->n];
+        if (v == w)
+            continue;
+        uint32_t got = 0;
+        struct weft_task *t = lq_steal_into(&v->q, &w->q, &got);
+        if (t) {
+            STAT_ADD(w->m.steals, got);
+            return t;
+        }
+    }
+    return inject_pop(s);
+}
+
+/* Sleeps until notified, in the driver if it is free. */
+static void park_wait(struct mt_worker *w);
+
+static void park(struct mt_worker *w)
+{
+    struct mt_sched *s = w->s;
+    bool last = transition_to_parked(w);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (last && work_anywhere(s))
+        notify_parked(s); /* the last searcher must not strand work */
+    STAT_ADD(w->m.parks, 1);
+    uint64_t t0 = now_ns();
+    park_wait(w);
+    STAT_ADD(w->m.idle_ns, now_ns() - t0);
+}
+
+static void park_wait(struct mt_worker *w)
+{
+    struct mt_sched *s = w->s;
+    for (;;) {
+        if (atomic_load(&s->stop))
+            break;
+        if (pthread_mutex_trylock(&s->driver_lock) == 0) {
+            atomic_store(&w->in_driver, true);
+            /* An unpark that came before in_driver was visible left the
+             * parker notified: take it instead of sleeping. */
+            if (!weft__parker_park_timeout(&w->parker, 0)) {
+                uint32_t st = atomic_load(&s->idle_state);
+                weft__driver_park(s->driver, &w->base, -1, (st >> 16) == 0);
+            }
+            atomic_store(&w->in_driver, false);
+            pthread_mutex_unlock(&s->driver_lock);
+        } else {
+            weft__parker_park(&w->parker);
+        }
+        /* Work of our own (woken by the driver on this thread) or a
+         * notification ends the park. */
+        if (w->lifo || lq_len(&w->q)) {
+            if (transition_from_parked(w))
+                w->searching = true;
+            notify_parked(s);
+            return;
+        }
+        if (!w->parked) {
+            w->searching = true; /* the notifier counted us as searching */
+            return;
+        }
+    }
+    if (transition_from_parked(w))
+        w->searching = true;
+}
+
+static void maintenance(struct mt_worker *w)
+{
+    weft__driver_maintain(w->s->driver, &w->base);
+}
+
+static void drain_stale(struct mt_worker *w)
+{
+    /* After shutdown every task has completed; queue entries left are
+     * references to finished tasks. */
+    struct weft_task *t;
+    if ((t = w->lifo)) {
+        w->lifo = NULL;
+        weft__worker_poll(&w->base, t);
+    }
+    while ((t = lq_pop(&w->q)))
+        weft__worker_poll(&w->base, t);
+}
+
+static void *worker_main(void *arg)
+{
+    struct mt_worker *w = arg;
+    struct mt_sched *s = w->s;
+    if (weft__worker_enter(&w->base, &s->base) < 0)
+        weft__panic(__FILE__, __LINE__, "worker %d could not start", w->index);
+    w->m.started_ns = now_ns();
+    while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+        w->tick++;
+        if (w->tick % WEFT_GLOBAL_INTERVAL == 0)
+            maintenance(w);
+        struct weft_task *t = next_task(w);
+        if (!t)
+            t = steal_work(w);
+        if (t) {
+            run_task(w, t);
+            continue;
+        }
+        park(w);
+    }
+    drain_stale(w);
+    weft__worker_leave(&w->base);
+    return NULL;
+}
+
+/* ---- block_on, shutdown ---- */
+
+static int mt_block_on(struct weft_sched *base, struct weft_task *root)
+{
+    (void)base;
+    /* The root runs on the workers; this thread waits for it. */
+    void *ignored;
+    int rc = weft_join(root, &ignored);
+    (void)rc;
+    return 0;
+}
+
+static void cancel_all(struct mt_sched *s)
+{
+    for (int i = 0; i < OWNED_SHARDS; i++) {
+        struct owned_shard *sh = &s->shards[i];
+        pthread_mutex_lock(&sh->lock);
+        for (struct weft_task *t = sh->head; t; t = t->owned_next)
+            weft__task_cancel(t);
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
+static int mt_shutdown(struct weft_sched *base, int64_t timeout_ms)
+{
+    struct mt_sched *s = mt_of(base);
+    /* Closing under every shard lock: no spawn can link a task after. */
+    for (int i = 0; i < OWNED_SHARDS; i++)
+        pthread_mutex_lock(&s->shards[i].lock);
+    atomic_store(&s->closed, true);
+    for (int i = OWNED_SHARDS - 1; i >= 0; i--)
+        pthread_mutex_unlock(&s->shards[i].lock);
+    cancel_all(s);
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
+                                       : now_ns() + (uint64_t)timeout_ms * 1000000u;
+    while (atomic_load(&s->live) > 0) {
+        uint64_t now = now_ns();
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        int64_t wait = deadline == UINT64_MAX ? -1 : (int64_t)(deadline - now);
+        weft__parker_park_timeout(&s->shutdown_parker, wait);
+    }
+    atomic_store(&s->stop, true);
+    for (int i = 0; i < s->n; i++)
+        unpark_worker(&s->workers[i]);
+    for (int i = 0; i < s->n; i++) {
+        if (s->workers[i].started)
+            pthread_join(s->workers[i].thread, NULL);
+        s->workers[i].started = false;
+    }
+    return 0;
+}
+
+static void mt_free(struct weft_sched *base)
+{
+    struct mt_sched *s = mt_of(base);
+    for (int i = 0; i < OWNED_SHARDS; i++)
+        pthread_mutex_destroy(&s->shards[i].lock);
+    pthread_mutex_destroy(&s->inject_lock);
+    pthread_mutex_destroy(&s->idle_lock);
+    pthread_mutex_destroy(&s->driver_lock);
+    free(s->sleepers);
+    free(s->workers);
+    free(s);
+}
+
+void weft__mt_metrics(struct weft_sched *base, struct mt_metrics *out)
+{
+    struct mt_sched *s = mt_of(base);
+    out->workers = s->n;
+    out->live = atomic_load(&s->live);
+    out->inject_depth = atomic_load(&s->inject_len);
+    for (int i = 0; i < s->n && i < MT_METRICS_MAX; i++) {
+        out->w[i] = s->workers[i].m;
+        out->w[i].local_depth = lq_len(&s->workers[i].q);
+    }
+}
+
+static const struct weft_sched_ops mt_ops = {
+    .spawn = mt_spawn,
+    .schedule = mt_schedule,
+    .release = mt_release,
+    .block_on = mt_block_on,
+    .shutdown = mt_shutdown,
+    .free = mt_free,
+};
+
+static int default_workers(void)
+{
+    const char *env = getenv("WEFT_WORKERS");
+    if (env && atoi(env) > 0)
+        return atoi(env);
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int weft__multi_thread_new(weft_runtime *rt, int nworkers,
+                           struct weft_sched **out)
+{
+    if (nworkers <= 0)
+        nworkers = default_workers();
+    if (nworkers > 4096)
+        return -EINVAL;
+    struct mt_sched *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->workers = aligned_alloc(64, sizeof *s->workers * (size_t)nworkers);
+    s->sleepers = calloc((size_t)nworkers, sizeof *s->sleepers);
+    if (!s->workers || !s->sleepers) {
+        free(s->workers);
+        free(s->sleepers);
+        free(s);
+        return -ENOMEM;
+    }
+    memset(s->workers, 0, sizeof *s->workers * (size_t)nworkers);
+    s->base.ops = &mt_ops;
+    s->base.rt = rt;
+    s->n = nworkers;
+    s->driver = rt->driver;
+    pthread_mutex_init(&s->inject_lock, NULL);
+    pthread_mutex_init(&s->idle_lock, NULL);
+    pthread_mutex_init(&s->driver_lock, NULL);
+    for (int i = 0; i < OWNED_SHARDS; i++)
+        pthread_mutex_init(&s->shards[i].lock, NULL);
+    weft__parker_init(&s->shutdown_parker);
+    atomic_init(&s->idle_state, (uint32_t)nworkers << 16);
+    for (int i = 0; i < nworkers; i++) {
+        struct mt_worker *w = &s->workers[i];
+        w->s = s;
+        w->index = i;
+        w->rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
+        weft__parker_init(&w->parker);
+        lq_init(&w->q);
+    }
+    for (int i = 0; i < nworkers; i++) {
+        struct mt_worker *w = &s->workers[i];
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            mt_shutdown(&s->base, -1);
+            mt_free(&s->base);
+            return -ENOMEM;
+        }
+        w->started = true;
+    }
+    *out = &s->base;
+    return 0;
+}
