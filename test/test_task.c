@@ -15,10 +15,16 @@
 /* Internal test hook (src/util/mem.c): fail the nth allocation from now. */
 void weft__fail_alloc_after(long n);
 
+/* WEFT_TEST_FLAVOR=mt runs the cases on the multi-thread runtime. */
 static weft_runtime *new_rt(void)
 {
+    weft_config cfg;
+    weft_config_init(&cfg);
+    const char *f = getenv("WEFT_TEST_FLAVOR");
+    if (f && strcmp(f, "mt") == 0)
+        cfg.flavor = WEFT_MULTI_THREAD;
     weft_runtime *rt;
-    ASSERT_OK(weft_runtime_new(&rt, NULL));
+    ASSERT_OK(weft_runtime_new(&rt, &cfg));
     return rt;
 }
 
@@ -425,7 +431,11 @@ static void *yield_body(void *arg)
 
 TEST(yield_alternates_tasks)
 {
-    run(yield_body, NULL);
+    /* An ordering property of the single-threaded executor. */
+    weft_runtime *rt;
+    ASSERT_OK(weft_runtime_new(&rt, NULL));
+    ASSERT_OK(weft_block_on(rt, yield_body, NULL, NULL));
+    weft_runtime_free(rt);
 }
 
 TEST(yield_outside_task_is_eperm)
@@ -638,6 +648,55 @@ static void *cancel_remote_body(void *arg)
 TEST(cancel_from_foreign_thread)
 {
     run(cancel_remote_body, NULL);
+}
+
+/* A handle is a plain pointer: several tasks and a plain thread may join
+ * the same task at once, and every one of them is woken. */
+struct shared_join {
+    weft_task *target;
+    atomic_int woken;
+};
+
+static void *join_shared(void *arg)
+{
+    struct shared_join *sj = arg;
+    void *v = NULL;
+    ASSERT_OK(weft_join(sj->target, &v));
+    ASSERT_EQ((uintptr_t)v, 5);
+    atomic_fetch_add(&sj->woken, 1);
+    return NULL;
+}
+
+static void *many_joiners_body(void *arg)
+{
+    (void)arg;
+    struct gate g;
+    gate_init(&g);
+    struct shared_join sj = {0};
+    ASSERT_OK(weft_spawn(NULL, &sj.target, wait_gate, &g));
+    weft_task *j[4];
+    for (int i = 0; i < 4; i++)
+        ASSERT_OK(weft_spawn(NULL, &j[i], join_shared, &sj));
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, join_shared, &sj), 0);
+    for (int i = 0; i < 10; i++)
+        ASSERT_OK(weft_yield());
+    ASSERT_EQ(atomic_load(&sj.woken), 0);
+    gate_open(&g, (void *)5);
+    for (int i = 0; i < 4; i++) {
+        ASSERT_OK(weft_join(j[i], NULL));
+        weft_task_free(j[i]);
+    }
+    pthread_join(th, NULL);
+    ASSERT_EQ(atomic_load(&sj.woken), 5);
+    weft_task_free(sj.target);
+    gate_destroy(&g);
+    return NULL;
+}
+
+TEST(many_joiners_of_one_task)
+{
+    run(many_joiners_body, NULL);
 }
 
 /* ---- deadlocks ---- */

@@ -4,6 +4,7 @@
  */
 #include "task/task.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,8 @@ static inline bool cas_state(struct weft_task *t, uint64_t *old, uint64_t new)
         &t->state, old, new, memory_order_acq_rel, memory_order_acquire);
 }
 
+static void wake_joiners(struct weft_task *t);
+
 /* ---- references ---- */
 
 void weft__task_ref(struct weft_task *t)
@@ -38,7 +41,6 @@ void weft__task_unref_n(struct weft_task *t, uint64_t n)
                                               memory_order_acq_rel);
     WEFT_CHECK(prev >> TASK_REF_SHIFT >= n, "task reference count underflow");
     if (prev >> TASK_REF_SHIFT == n) {
-        weft_waker_drop(&t->join_waker);
         weft__task_fini(t);
         t->vt->dealloc(t);
     }
@@ -100,8 +102,8 @@ void weft__task_complete(struct weft_task *t, void *value, int err)
         &t->state, TASK_RUNNING | TASK_COMPLETE, memory_order_acq_rel);
     WEFT_CHECK((s & (TASK_RUNNING | TASK_COMPLETE)) == TASK_RUNNING,
                "completing a task that is not running");
-    if ((s & TASK_JOIN_INTEREST) && (s & TASK_JOIN_WAKER))
-        weft_waker_wake_by_ref(&t->join_waker);
+    if (s & TASK_JOIN_WAITERS)
+        wake_joiners(t);
     if (t->owned)
         t->sched->ops->release(t->sched, t);
     /* The owned reference and the poll's reference. */
@@ -242,8 +244,7 @@ void weft__task_init(struct weft_task *t, const struct weft_task_vtable *vt,
     t->sched = NULL;
     t->vt = vt;
     t->owned_prev = t->owned_next = NULL;
-    t->join_waker.vtable = NULL;
-    t->join_waker.data = NULL;
+    t->joiners = NULL;
     t->value = NULL;
     t->err = 0;
     t->yielded = 0;
@@ -299,20 +300,10 @@ void weft_task_free(weft_task *t)
 {
     if (!t)
         return;
-    uint64_t s = load_state(t);
-    for (;;) {
-        WEFT_CHECK(s & TASK_JOIN_INTEREST, "join handle freed twice");
-        uint64_t n = s & ~(uint64_t)TASK_JOIN_INTEREST;
-        if (!(s & TASK_COMPLETE))
-            n &= ~(uint64_t)TASK_JOIN_WAKER;
-        if (cas_state(t, &s, n))
-            break;
-    }
-    /* If we cleared JOIN_WAKER on an unfinished task, the waker is ours
-     * again. On a completed task the completing thread may still be waking
-     * it: the last reference drops it then. */
-    if ((s & TASK_JOIN_WAKER) && !(s & TASK_COMPLETE))
-        weft_waker_drop(&t->join_waker);
+    uint64_t s = atomic_fetch_and_explicit(&t->state,
+                                           ~(uint64_t)TASK_JOIN_INTEREST,
+                                           memory_order_acq_rel);
+    WEFT_CHECK(s & TASK_JOIN_INTEREST, "join handle freed twice");
     weft__task_unref(t);
 }
 
@@ -367,6 +358,8 @@ static int join_result(struct weft_task *t, void **result)
     return t->err;
 }
 
+static pthread_mutex_t join_graph_lock = PTHREAD_MUTEX_INITIALIZER;
+
 /* Does following the chain of joins from `t` lead back to `self`? */
 static bool join_cycle(struct weft_task *self, struct weft_task *t)
 {
@@ -379,40 +372,102 @@ static bool join_cycle(struct weft_task *self, struct weft_task *t)
     return false;
 }
 
-/* Registers `w` as the join waker of `t`. Returns false if `t` completed
- * meanwhile (the caller then reads the result). */
-static bool join_set_waker(struct weft_task *t, const weft_waker *w)
+/*
+ * Joiners. Any number of tasks and threads may join one task at once (a
+ * handle is a plain pointer and can be shared), so each waiting joiner
+ * queues a node that lives in its join future (or on its stack). The list
+ * is guarded by one of a few striped locks; the JOIN_WAITERS bit tells the
+ * completing side to look. A joiner sets the bit with the same atomic
+ * operation that tells it whether the task completed, so either the
+ * completer sees the bit or the joiner sees COMPLETE.
+ */
+struct join_waiter {
+    struct join_waiter *next, *prev;
+    weft_waker waker;
+    bool linked;
+};
+
+#define JOIN_LOCKS 64
+static pthread_mutex_t join_locks[JOIN_LOCKS] = {
+    [0 ... JOIN_LOCKS - 1] = PTHREAD_MUTEX_INITIALIZER};
+
+static pthread_mutex_t *join_lock(const struct weft_task *t)
 {
-    uint64_t s = load_state(t);
-    if (s & TASK_COMPLETE)
+    return &join_locks[((uintptr_t)t >> 6) % JOIN_LOCKS];
+}
+
+static void waiter_unlink(struct weft_task *t, struct join_waiter *n)
+{
+    if (n->prev)
+        n->prev->next = n->next;
+    else
+        t->joiners = n->next;
+    if (n->next)
+        n->next->prev = n->prev;
+    n->linked = false;
+}
+
+static void wake_joiners(struct weft_task *t)
+{
+    pthread_mutex_t *l = join_lock(t);
+    pthread_mutex_lock(l);
+    while (t->joiners) {
+        struct join_waiter *n = t->joiners;
+        waiter_unlink(t, n);
+        /* The node's owner drops its waker after taking this lock. */
+        weft_waker_wake_by_ref(&n->waker);
+    }
+    pthread_mutex_unlock(l);
+}
+
+/* Queues `n` (with a clone of `w`) to be woken when `t` completes. Returns
+ * false if `t` has completed (nothing stays queued then). */
+static bool join_wait(struct weft_task *t, struct join_waiter *n,
+                      const weft_waker *w)
+{
+    if (load_state(t) & TASK_COMPLETE)
         return false;
-    if (s & TASK_JOIN_WAKER) {
-        if (weft_waker_will_wake(&t->join_waker, w))
-            return true;
-        /* Take the field back before replacing it. */
-        for (;;) {
-            if (s & TASK_COMPLETE)
-                return false;
-            if (cas_state(t, &s, s & ~(uint64_t)TASK_JOIN_WAKER))
-                break;
-        }
-        weft_waker_drop(&t->join_waker);
+    pthread_mutex_t *l = join_lock(t);
+    pthread_mutex_lock(l);
+    if (!n->linked) {
+        n->prev = NULL;
+        n->next = t->joiners;
+        if (t->joiners)
+            t->joiners->prev = n;
+        t->joiners = n;
+        n->linked = true;
     }
-    t->join_waker = weft_waker_clone(w);
-    for (;;) {
-        if (s & TASK_COMPLETE) {
-            weft_waker_drop(&t->join_waker);
-            return false;
-        }
-        if (cas_state(t, &s, s | TASK_JOIN_WAKER))
-            return true;
+    if (!weft_waker_will_wake(&n->waker, w)) {
+        weft_waker_drop(&n->waker);
+        n->waker = weft_waker_clone(w);
     }
+    uint64_t s = atomic_fetch_or_explicit(&t->state, TASK_JOIN_WAITERS,
+                                          memory_order_acq_rel);
+    bool pending = !(s & TASK_COMPLETE);
+    if (!pending)
+        waiter_unlink(t, n);
+    pthread_mutex_unlock(l);
+    return pending;
+}
+
+/* Leaves the queue (if still in it) and releases the node's waker. */
+static void join_unwait(struct weft_task *t, struct join_waiter *n)
+{
+    if (n->linked || n->waker.vtable) {
+        pthread_mutex_t *l = join_lock(t);
+        pthread_mutex_lock(l);
+        if (n->linked)
+            waiter_unlink(t, n);
+        pthread_mutex_unlock(l);
+    }
+    weft_waker_drop(&n->waker);
 }
 
 struct join_future {
     weft_future base;
     struct weft_task *target;
     struct weft_task *joiner; /* set while this future records a join edge */
+    struct join_waiter node;
 };
 
 static weft_poll join_poll(weft_future *f, weft_cx *cx)
@@ -423,14 +478,22 @@ static weft_poll join_poll(weft_future *f, weft_cx *cx)
         return weft_future_set(f, NULL, -EDEADLK);
     if (!(load_state(t) & TASK_COMPLETE)) {
         if (cx->task && !jf->joiner) {
-            if (join_cycle(cx->task, t))
+            /* Checking for a cycle and adding the edge must be one step, or
+             * two tasks closing a cycle on two workers could both miss it
+             * (or both see it). Only joins that wait take this lock. */
+            pthread_mutex_lock(&join_graph_lock);
+            bool cycle = join_cycle(cx->task, t);
+            if (!cycle) {
+                jf->joiner = cx->task;
+                atomic_store_explicit(
+                    (_Atomic(struct weft_task *) *)&cx->task->awaiting, t,
+                    memory_order_release);
+            }
+            pthread_mutex_unlock(&join_graph_lock);
+            if (cycle)
                 return weft_future_set(f, NULL, -EDEADLK);
-            jf->joiner = cx->task;
-            atomic_store_explicit(
-                (_Atomic(struct weft_task *) *)&cx->task->awaiting, t,
-                memory_order_release);
         }
-        if (join_set_waker(t, &cx->waker))
+        if (join_wait(t, &jf->node, &cx->waker))
             return WEFT_PENDING;
     }
     void *v = NULL;
@@ -441,6 +504,7 @@ static weft_poll join_poll(weft_future *f, weft_cx *cx)
 static void join_drop(weft_future *f)
 {
     struct join_future *jf = (struct join_future *)f;
+    join_unwait(jf->target, &jf->node);
     if (jf->joiner)
         atomic_store_explicit(
             (_Atomic(struct weft_task *) *)&jf->joiner->awaiting, NULL,
@@ -470,8 +534,10 @@ static int join_blocking(struct weft_task *t, void **result)
     if (!p)
         return -ENOMEM;
     weft_waker w = weft__parker_waker(p);
-    while (join_set_waker(t, &w))
+    struct join_waiter node = {0};
+    while (join_wait(t, &node, &w))
         weft__parker_park(p);
+    join_unwait(t, &node);
     weft__parker_unref(p);
     return join_result(t, result);
 }
@@ -485,9 +551,8 @@ int weft_join(weft_task *t, void **result)
         return join_result(t, result); /* no future needed */
     if (!w || !w->current)
         return join_blocking(t, result);
-    struct join_future jf;
+    struct join_future jf = {0};
     weft_future_init(&jf.base, &join_ops);
     jf.target = t;
-    jf.joiner = NULL;
     return weft_await(&jf.base, result);
 }

@@ -20,9 +20,9 @@
  *                     while RUNNING, it will be queued when the poll ends
  *   bit 3  CANCELLED  cancellation was requested; sticky
  *   bit 4  JOIN_INTEREST  a join handle exists
- *   bit 5  JOIN_WAKER the handle side stored join_waker; from then on the
- *                     completing side may read it, the handle side may not
- *                     change it until it clears this bit again
+ *   bit 5  JOIN_WAITERS some joiner has queued itself on `joiners` (a
+ *                     list under a striped lock, task.c); the completing
+ *                     side takes the lock and wakes them all
  *   bits 6..63        reference count (REF_ONE = 1 << 6)
  *
  * References are held by: the join handle (1, while JOIN_INTEREST), the
@@ -47,8 +47,9 @@
  *                            RUNNING -> RUNNING|NOTIFIED; NOTIFIED or
  *                            COMPLETE -> unchanged
  *   cancel                sets CANCELLED, then as wake
- *   complete              RUNNING -> COMPLETE; wakes join_waker if
- *                            JOIN_WAKER; drops the owned and poll references
+ *   complete              RUNNING -> COMPLETE; wakes the joiners if
+ *                            JOIN_WAITERS; drops the owned and poll
+ *                            references
  *   handle free           clears JOIN_INTEREST, drops the handle reference
  */
 enum {
@@ -57,13 +58,14 @@ enum {
     TASK_NOTIFIED = 1u << 2,
     TASK_CANCELLED = 1u << 3,
     TASK_JOIN_INTEREST = 1u << 4,
-    TASK_JOIN_WAKER = 1u << 5,
+    TASK_JOIN_WAITERS = 1u << 5,
 };
 #define TASK_REF_SHIFT 6
 #define TASK_REF_ONE ((uint64_t)1 << TASK_REF_SHIFT)
 #define TASK_STATE_MASK (TASK_REF_ONE - 1)
 
 struct weft_task;
+struct join_waiter;
 
 /* What differs between a coroutine task and a future task. */
 struct weft_task_vtable {
@@ -83,7 +85,7 @@ struct weft_task {
     struct weft_sched *sched;   /* never changes; NULL once shut down */
     const struct weft_task_vtable *vt;
     struct weft_task *owned_prev, *owned_next; /* the scheduler's list */
-    weft_waker join_waker;      /* see JOIN_WAKER */
+    struct join_waiter *joiners; /* see JOIN_WAITERS */
     void *value;                /* result, valid once COMPLETE */
     int err;
     uint8_t yielded;            /* re-queued by weft_yield, still RUNNING */
