@@ -454,4 +454,8 @@ WEFT_API int weft_yield(void);
 }
 #endif
 
+/* The subsystems, each in its own file but part of this one header. */
+#include "weft/time.h"
+#include "weft/sync.h"
+
 #endif /* WEFT_H */
