@@ -268,7 +268,9 @@ typedef struct weft_config {
                             (or $WEFT_STACK_SIZE); rounded up to pages */
     int debug;           /* 1 = diagnostics on, 0 = off, -1 = default (on in
                             debug builds or when $WEFT_DEBUG=1) */
-    uint64_t reserved[8]; /* room to grow; keep zero */
+    int max_blocking_threads;      /* blocking pool cap; 0 = 512 */
+    int64_t blocking_keepalive_ms; /* idle pool thread exits after; 0 = 10 s */
+    uint64_t reserved[6]; /* room to grow; keep zero */
 } weft_config;
 
 /* Fills `cfg` with the defaults. */
@@ -430,6 +432,62 @@ WEFT_API weft_task *weft_task_self(void);
 /* Returns 1 if the calling task has been cancelled, else 0 (also outside a
  * task). */
 WEFT_API int weft_task_cancelled(void);
+
+/* Runs fn(arg) on the runtime's blocking pool, a set of threads apart from
+ * the workers, for calls that block (file I/O, DNS, heavy computation): a
+ * worker must never block, or every task queued behind it waits. Threads
+ * are created on demand up to cfg.max_blocking_threads; jobs queue beyond
+ * that; an idle pool thread exits after cfg.blocking_keepalive_ms.
+ * The handle works like a task's: weft_join() (suspends a task, blocks a
+ * plain thread), weft_join_future(), weft_task_free(). weft_task_cancel()
+ * before the job starts means it never runs (its join returns -ECANCELED);
+ * a running job cannot be interrupted and runs to its end (its join still
+ * returns -ECANCELED).
+ * rt: NULL = the caller's runtime (task context only).
+ * Returns 0, or
+ *   -EPERM     rt is NULL outside a task,
+ *   -ESHUTDOWN the runtime is shutting down,
+ *   -EAGAIN    no pool thread could be created and none exists,
+ *   -ENOMEM    memory is exhausted.
+ * Thread-safety: any thread. */
+WEFT_API int weft_spawn_blocking(weft_runtime *rt, weft_task **out,
+                                 weft_task_fn fn, void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* Metrics                                                                  */
+/* ------------------------------------------------------------------------ */
+
+#define WEFT_METRICS_MAX_WORKERS 64
+
+/* Counters of one worker since the runtime started. */
+typedef struct weft_worker_metrics {
+    uint64_t polls;     /* tasks polled */
+    uint64_t steals;    /* tasks stolen from other workers */
+    uint64_t parks;     /* times it went idle */
+    uint64_t overflows; /* times its full local queue spilled half to the
+                           global queue */
+    uint64_t busy_ns;   /* time not parked */
+    uint64_t local_queue_depth; /* tasks in its local queue now */
+    uint64_t reserved[4];
+} weft_worker_metrics;
+
+/* A snapshot of a runtime's counters. Values are read without stopping
+ * the workers, so they are individually exact but not a consistent cut. */
+typedef struct weft_metrics {
+    size_t struct_size;   /* set by weft_runtime_metrics */
+    int workers;          /* 1 for a current-thread runtime */
+    uint64_t live_tasks;  /* spawned and not yet finished */
+    uint64_t global_queue_depth; /* injection (remote) queue */
+    uint64_t blocking_threads;   /* blocking pool threads alive */
+    uint64_t blocking_idle;      /* of which idle */
+    uint64_t blocking_queue_depth;
+    uint64_t reserved[8];
+    weft_worker_metrics worker[WEFT_METRICS_MAX_WORKERS]; /* first
+                                                   min(workers, 64) valid */
+} weft_metrics;
+
+/* Fills *out with the runtime's counters. Returns 0. Any thread. */
+WEFT_API int weft_runtime_metrics(weft_runtime *rt, weft_metrics *out);
 
 /* ------------------------------------------------------------------------ */
 /* Inside a coroutine task                                                  */

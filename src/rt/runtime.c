@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rt/runtime.h"
+#include "sched/blocking.h"
 #include "sched/driver.h"
 #include "sched/mt.h"
 #include "sched/sched.h"
@@ -54,7 +56,8 @@ static int configure(weft_runtime *rt, const weft_config *cfg)
     if (rt->cfg.flavor != WEFT_CURRENT_THREAD &&
         rt->cfg.flavor != WEFT_MULTI_THREAD)
         return -EINVAL;
-    if (rt->cfg.workers < 0 || rt->cfg.debug < -1 || rt->cfg.debug > 1)
+    if (rt->cfg.workers < 0 || rt->cfg.debug < -1 || rt->cfg.debug > 1 ||
+        rt->cfg.max_blocking_threads < 0 || rt->cfg.blocking_keepalive_ms < 0)
         return -EINVAL;
     size_t stack = rt->cfg.stack_size;
     if (!stack)
@@ -83,6 +86,9 @@ int weft_runtime_new(weft_runtime **out, const weft_config *cfg)
     rc = weft__driver_new(rt, &rt->driver);
     if (rc < 0)
         goto fail;
+    rc = weft__blocking_pool_new(&rt->cfg, &rt->blocking);
+    if (rc < 0)
+        goto fail;
     if (rt->cfg.flavor == WEFT_MULTI_THREAD)
         rc = weft__multi_thread_new(rt, rt->cfg.workers, &rt->sched);
     else
@@ -92,6 +98,8 @@ int weft_runtime_new(weft_runtime **out, const weft_config *cfg)
     *out = rt;
     return 0;
 fail:
+    if (rt->blocking)
+        weft__blocking_pool_free(rt->blocking);
     if (rt->driver)
         weft__driver_free(rt->driver);
     if (rt->stacks)
@@ -100,15 +108,33 @@ fail:
     return rc;
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int weft_runtime_shutdown(weft_runtime *rt, int64_t timeout_ms)
 {
     if (weft__worker_current())
         return -EPERM;
+    if (rt->shut_down)
+        return 0;
     atomic_store(&rt->closed, true);
-    int rc = rt->sched->ops->shutdown(rt->sched, timeout_ms);
-    rt->shut_down = rc == 0;
     rt->shutdown_tried = true;
-    return rc;
+    int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    int rc = rt->sched->ops->shutdown(rt->sched, timeout_ms);
+    if (rc < 0)
+        return rc;
+    int64_t left = deadline < 0 ? -1 : deadline - now_ms();
+    rc = weft__blocking_pool_shutdown(rt->blocking, left < 0 && deadline >= 0
+                                                        ? 0
+                                                        : left);
+    if (rc < 0)
+        return rc;
+    rt->shut_down = true;
+    return 0;
 }
 
 void weft_runtime_free(weft_runtime *rt)
@@ -125,6 +151,7 @@ void weft_runtime_free(weft_runtime *rt)
         return;
     }
     rt->sched->ops->free(rt->sched);
+    weft__blocking_pool_free(rt->blocking);
     weft__driver_free(rt->driver);
     weft__stack_pool_free(rt->stacks);
     free(rt);
@@ -182,4 +209,18 @@ int weft_block_on_future(weft_runtime *rt, weft_future *f, void **result)
     if (rc < 0)
         return rc;
     return run_root(rt, t, result);
+}
+
+int weft_runtime_metrics(weft_runtime *rt, weft_metrics *out)
+{
+    memset(out, 0, sizeof *out);
+    out->struct_size = sizeof *out;
+    rt->sched->ops->metrics(rt->sched, out);
+    int threads, idle;
+    size_t queued;
+    weft__blocking_pool_stats(rt->blocking, &threads, &idle, &queued);
+    out->blocking_threads = (uint64_t)threads;
+    out->blocking_idle = (uint64_t)idle;
+    out->blocking_queue_depth = queued;
+    return 0;
 }

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "rt/runtime.h"
 #include "sched/driver.h"
@@ -60,7 +61,10 @@ struct ct_sched {
     struct weft_worker worker;
     struct fifo local;
     struct weft_task *owned; /* doubly linked, owner only */
-    size_t owned_count;
+    _Atomic size_t owned_count; /* read by metrics */
+    _Atomic uint64_t polls, parks, idle_ns; /* owner writes, metrics read */
+    uint64_t started_ns;
+    size_t remote_len;
 
     pthread_mutex_t lock; /* guards remote; closed is set under it */
     struct fifo remote;
@@ -89,7 +93,7 @@ static void owned_link(struct ct_sched *s, struct weft_task *t)
     if (s->owned)
         s->owned->owned_prev = t;
     s->owned = t;
-    s->owned_count++;
+    atomic_fetch_add_explicit(&s->owned_count, 1, memory_order_relaxed);
 }
 
 static void ct_release(struct weft_sched *base, struct weft_task *t)
@@ -102,7 +106,7 @@ static void ct_release(struct weft_sched *base, struct weft_task *t)
     if (t->owned_next)
         t->owned_next->owned_prev = t->owned_prev;
     t->owned = 0;
-    s->owned_count--;
+    atomic_fetch_sub_explicit(&s->owned_count, 1, memory_order_relaxed);
 }
 
 /* Queues `t` from a thread that is not the owner. Returns false if the
@@ -115,6 +119,7 @@ static bool push_remote(struct ct_sched *s, struct weft_task *t, bool new_task)
         return false;
     }
     fifo_push(&s->remote, t);
+    s->remote_len++;
     atomic_store_explicit(&s->remote_pending, true, memory_order_release);
     pthread_mutex_unlock(&s->lock);
     weft__driver_unpark(s->driver);
@@ -129,6 +134,7 @@ static void drain_remote(struct ct_sched *s)
     pthread_mutex_lock(&s->lock);
     got = s->remote;
     s->remote.head = s->remote.tail = NULL;
+    s->remote_len = 0;
     atomic_store_explicit(&s->remote_pending, false, memory_order_relaxed);
     pthread_mutex_unlock(&s->lock);
     /* Spawns that came from outside join the owned list here. */
@@ -160,6 +166,20 @@ static void ct_schedule(struct weft_sched *base, struct weft_task *t)
         push_remote(s, t, false);
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Counters are written by the owner only: no locked instruction. */
+static void stat_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
 /* One step of the loop: poll one task, or park when there is none.
  * `tick` counts polls for the remote-queue interval. */
 static void run_once(struct ct_sched *s, unsigned *tick)
@@ -172,9 +192,13 @@ static void run_once(struct ct_sched *s, unsigned *tick)
     }
     struct weft_task *t = fifo_pop(&s->local);
     if (!t) {
+        uint64_t t0 = now_ns();
         weft__driver_park(s->driver, &s->worker, -1, true);
+        stat_add(&s->parks, 1);
+        stat_add(&s->idle_ns, now_ns() - t0);
         return;
     }
+    stat_add(&s->polls, 1);
     if (weft__worker_poll(&s->worker, t))
         fifo_push(&s->local, t);
 }
@@ -243,6 +267,23 @@ static void ct_free(struct weft_sched *base)
     free(s);
 }
 
+static void ct_metrics(struct weft_sched *base, weft_metrics *out)
+{
+    struct ct_sched *s = ct_of(base);
+    out->workers = 1;
+    out->live_tasks = atomic_load(&s->owned_count);
+    pthread_mutex_lock(&s->lock);
+    out->global_queue_depth = s->remote_len;
+    pthread_mutex_unlock(&s->lock);
+    weft_worker_metrics *m = &out->worker[0];
+    m->polls = atomic_load_explicit(&s->polls, memory_order_relaxed);
+    m->parks = atomic_load_explicit(&s->parks, memory_order_relaxed);
+    uint64_t up = now_ns() - s->started_ns;
+    uint64_t idle = atomic_load_explicit(&s->idle_ns, memory_order_relaxed);
+    m->busy_ns = up > idle ? up - idle : 0;
+    /* The local queue belongs to the running thread: not read here. */
+}
+
 static const struct weft_sched_ops ct_ops = {
     .spawn = ct_spawn,
     .schedule = ct_schedule,
@@ -250,6 +291,7 @@ static const struct weft_sched_ops ct_ops = {
     .block_on = ct_block_on,
     .shutdown = ct_shutdown,
     .free = ct_free,
+    .metrics = ct_metrics,
 };
 
 int weft__current_thread_new(weft_runtime *rt, struct weft_sched **out)
@@ -261,6 +303,7 @@ int weft__current_thread_new(weft_runtime *rt, struct weft_sched **out)
     s->base.rt = rt;
     pthread_mutex_init(&s->lock, NULL);
     s->driver = rt->driver;
+    s->started_ns = now_ns();
     *out = &s->base;
     return 0;
 }

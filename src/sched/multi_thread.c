@@ -71,6 +71,13 @@ static struct weft_task *fifo_pop(struct fifo *q)
     return t;
 }
 
+/* Counters a worker keeps; written by that worker only (relaxed atomics so
+ * that metrics can read them from any thread). */
+struct mt_worker_metrics {
+    _Atomic uint64_t polls, steals, parks, overflows, idle_ns;
+    uint64_t started_ns;
+};
+
 struct mt_worker {
     struct weft_worker base; /* must be first */
     struct mt_sched *s;
@@ -115,6 +122,7 @@ struct mt_sched {
     _Atomic bool closed;
     _Atomic bool stop;
     struct weft_parker shutdown_parker;
+    uint64_t started_ns;
 
     pthread_mutex_t driver_lock;
     struct weft_driver *driver;
@@ -523,7 +531,6 @@ static void *worker_main(void *arg)
     struct mt_sched *s = w->s;
     if (weft__worker_enter(&w->base, &s->base) < 0)
         weft__panic(__FILE__, __LINE__, "worker %d could not start", w->index);
-    w->m.started_ns = now_ns();
     while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
         w->tick++;
         if (w->tick % WEFT_GLOBAL_INTERVAL == 0)
@@ -608,15 +615,25 @@ static void mt_free(struct weft_sched *base)
     free(s);
 }
 
-void weft__mt_metrics(struct weft_sched *base, struct mt_metrics *out)
+static void mt_metrics(struct weft_sched *base, weft_metrics *out)
 {
     struct mt_sched *s = mt_of(base);
     out->workers = s->n;
-    out->live = atomic_load(&s->live);
-    out->inject_depth = atomic_load(&s->inject_len);
-    for (int i = 0; i < s->n && i < MT_METRICS_MAX; i++) {
-        out->w[i] = s->workers[i].m;
-        out->w[i].local_depth = lq_len(&s->workers[i].q);
+    out->live_tasks = atomic_load(&s->live);
+    out->global_queue_depth = atomic_load(&s->inject_len);
+    uint64_t now = now_ns();
+    for (int i = 0; i < s->n && i < WEFT_METRICS_MAX_WORKERS; i++) {
+        struct mt_worker *w = &s->workers[i];
+        weft_worker_metrics *m = &out->worker[i];
+        m->polls = atomic_load_explicit(&w->m.polls, memory_order_relaxed);
+        m->steals = atomic_load_explicit(&w->m.steals, memory_order_relaxed);
+        m->parks = atomic_load_explicit(&w->m.parks, memory_order_relaxed);
+        m->overflows =
+            atomic_load_explicit(&w->m.overflows, memory_order_relaxed);
+        uint64_t idle = atomic_load_explicit(&w->m.idle_ns, memory_order_relaxed);
+        uint64_t up = now - s->started_ns;
+        m->busy_ns = up > idle ? up - idle : 0;
+        m->local_queue_depth = lq_len(&w->q);
     }
 }
 
@@ -627,6 +644,7 @@ static const struct weft_sched_ops mt_ops = {
     .block_on = mt_block_on,
     .shutdown = mt_shutdown,
     .free = mt_free,
+    .metrics = mt_metrics,
 };
 
 static int default_workers(void)
@@ -671,6 +689,7 @@ int weft__multi_thread_new(weft_runtime *rt, int nworkers,
         pthread_mutex_init(&s->shards[i].lock, NULL);
     weft__parker_init(&s->shutdown_parker);
     atomic_init(&s->idle_state, (uint32_t)nworkers << 16);
+    s->started_ns = now_ns();
     for (int i = 0; i < nworkers; i++) {
         struct mt_worker *w = &s->workers[i];
         w->s = s;

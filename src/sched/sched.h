@@ -34,6 +34,8 @@ struct weft_sched_ops {
     int (*shutdown)(struct weft_sched *s, int64_t timeout_ms);
     /* Frees the scheduler after a shutdown that returned 0. */
     void (*free)(struct weft_sched *s);
+    /* Fills the scheduler's part of *out (zeroed by the caller). */
+    void (*metrics)(struct weft_sched *s, weft_metrics *out);
 };
 
 struct weft_sched {
@@ -49,7 +51,6 @@ struct weft_worker {
     struct weft_task *current; /* the task being polled */
     weft_coro_host host;       /* what coroutines switch back to */
     weft_cx cx;
-    uint64_t polls;
 };
 
 /* The worker of the calling thread, or NULL. Coroutines may move between

@@ -56,7 +56,6 @@ bool weft__worker_poll(struct weft_worker *w, struct weft_task *t)
     w->cx.budget = WEFT_COOP_BUDGET;
     weft_poll r = t->vt->poll(t, &w->cx);
     w->current = NULL;
-    w->polls++;
     if (r == WEFT_READY) {
         weft__task_complete(t, t->value, t->err);
         return false;
