@@ -170,8 +170,7 @@ static void inject_push_batch(struct mt_sched *s, struct weft_task **ts,
         fifo_push(&s->inject, ts[i]);
     if (extra)
         fifo_push(&s->inject, extra);
-    atomic_fetch_add_explicit(&s->inject_len, n + (extra != NULL),
-                              memory_order_release);
+    atomic_fetch_add(&s->inject_len, n + (extra != NULL)); /* seq_cst */
     pthread_mutex_unlock(&s->inject_lock);
 }
 
@@ -206,9 +205,10 @@ static bool should_notify(struct mt_sched *s)
  * already (it will find the work, and wake another when it does). */
 static void notify_parked(struct mt_sched *s)
 {
-    /* Pairs with the fence in park(): either we see the parking worker's
-     * count, or it sees the work we queued. */
-    atomic_thread_fence(memory_order_seq_cst);
+    /* The queue push before this call and the load in should_notify are
+     * sequentially consistent, as are park()'s count update and its look
+     * at the queues: either we see the parking worker's count, or it sees
+     * the work we queued (no fence: TSan does not model fences). */
     if (!should_notify(s))
         return;
     pthread_mutex_lock(&s->idle_lock);
@@ -462,7 +462,6 @@ static void park(struct mt_worker *w)
 {
     struct mt_sched *s = w->s;
     bool last = transition_to_parked(w);
-    atomic_thread_fence(memory_order_seq_cst);
     if (last && work_anywhere(s))
         notify_parked(s); /* the last searcher must not strand work */
     STAT_ADD(w->m.parks, 1);

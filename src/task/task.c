@@ -277,21 +277,21 @@ void weft__task_fini(struct weft_task *t)
 int weft__task_submit_new(weft_runtime *rt, struct weft_task *t,
                           weft_task **out)
 {
-    bool handle = out != NULL;
     t->sched = rt->sched;
+    /* Publish the handle before the task can run: a task may read its own
+     * handle from where its spawner stored it. */
+    if (out)
+        *out = t;
     int rc = rt->sched->ops->spawn(rt->sched, t);
     if (rc < 0) {
+        if (out)
+            *out = NULL;
         if (t->vt->abandon)
             t->vt->abandon(t);
         weft__task_fini(t);
         t->vt->dealloc(t);
-        if (out)
-            *out = NULL;
-        return rc;
     }
-    if (handle)
-        *out = t;
-    return 0;
+    return rc;
 }
 
 /* ---- the public task API ---- */
