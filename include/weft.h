@@ -26,8 +26,12 @@
  *   Suspension A function marked "suspends" may switch the calling coroutine
  *              out and resume it later, possibly on another worker thread of
  *              the same runtime. Across a suspension point do not keep the
- *              address of a thread-local variable or a value of errno: read
- *              them again afterwards. Every suspending call returns
+ *              address of a thread-local variable, a value of errno, or a
+ *              thread identity: read them again afterwards. Beware that
+ *              glibc declares pthread_self() const, so the compiler may
+ *              call it once per function and reuse the result across a
+ *              suspension; use syscall(SYS_gettid) or weft_task_self() to
+ *              tell where a task runs. Every suspending call returns
  *              -ECANCELED once the calling task has been cancelled.
  */
 #ifndef WEFT_H
