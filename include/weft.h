@@ -367,9 +367,16 @@ typedef struct weft_spawn_opts {
  *   -ESHUTDOWN the runtime is shutting down,
  *   -EINVAL    a stack size too small to run (below 16 KiB),
  *   -ENOMEM    memory is exhausted.
- * On error nothing was spawned and *out is set to NULL. A cancelled
- * coroutine task still runs its function (its suspending calls return
- * -ECANCELED), so that it can release what `arg` carries.
+ * On error nothing was spawned and *out is set to NULL. *out is written
+ * before the task can first run, so a task may read its own handle from
+ * where its spawner stored it.
+ * A cancelled coroutine task still runs its function (its suspending calls
+ * return -ECANCELED), so that it can release what `arg` carries. The one
+ * exception: the stack is taken when the task first runs, and if no stack
+ * can be had then, fn does not run and joining returns -ENOMEM.
+ * Scheduling: on a current-thread runtime the new task runs once the
+ * spawner suspends (awaits, joins, yields or returns); on a multi-thread
+ * runtime an idle worker may start it at once.
  * Thread-safety: any thread. */
 WEFT_API int weft_spawn_at(weft_runtime *rt, weft_task **out, weft_task_fn fn,
                            void *arg, const weft_spawn_opts *opts,
@@ -393,8 +400,12 @@ WEFT_API int weft_spawn_future(weft_runtime *rt, weft_task **out,
  * result twice.
  * Returns
  *   0          the task finished; *result holds fn's return value,
- *   -ECANCELED the task was cancelled (whatever it returned), or the caller
- *              was cancelled while waiting,
+ *   -ECANCELED the task was cancelled (whatever it returned: a cancelled
+ *              task that returns memory must free it itself, checking
+ *              weft_task_cancelled()), or the caller was cancelled while
+ *              waiting,
+ *   -ENOMEM    a coroutine task whose stack could not be allocated (its
+ *              function never ran),
  *   -EDEADLK   t is the calling task itself, which would wait forever,
  *   <0         for a future task, the error its future finished with. */
 WEFT_API int weft_join(weft_task *t, void **result);

@@ -59,6 +59,14 @@ void weft_future_init_at(weft_future *f, const weft_future_ops *ops,
     f->flags = 0;
 }
 
+/* Inside a task, the runtime's setting (weft_config.debug); elsewhere the
+ * build type and WEFT_DEBUG. */
+static bool diagnostics_on(void)
+{
+    struct weft_worker *w = weft__tls_worker;
+    return w ? w->rt->debug : weft__debug_enabled();
+}
+
 static void report_never_polled(const weft_future *f)
 {
     const char *name = f->ops && f->ops->name ? f->ops->name : "future";
@@ -88,7 +96,7 @@ void weft_future_free(weft_future *f)
     if (!f)
         return;
     WEFT_CHECK(!(f->flags & FUT_SPAWNED), "freeing a spawned future");
-    if (!(f->flags & FUT_POLLED) && weft__debug_enabled())
+    if (!(f->flags & FUT_POLLED) && diagnostics_on())
         report_never_polled(f);
     future_drop(f);
     if (f->flags & FUT_HEAP) {
