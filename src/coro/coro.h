@@ -12,7 +12,14 @@
  *                            <-------  weft__coro_exit(c)   (never returns)
  *
  * A coroutine may be resumed by a different host (thread) than the one that
- * ran it last; each resume records the host it switches back to.
+ * ran it last; each resume records the host it switches back to. Code inside
+ * a coroutine must therefore not keep the address of a thread-local variable
+ * across weft__coro_suspend() (compilers may cache it: read it again through
+ * a non-inlined function after the switch).
+ *
+ * Files: switch-x86_64.S / switch-aarch64.S (the raw switch), switch-
+ * portable.c (ucontext, other targets or -DWEFT_PORTABLE_SWITCH), stack.c
+ * (the pool), coro.c (resume/suspend, annotations, overflow reports).
  */
 #ifndef WEFT_CORO_H
 #define WEFT_CORO_H
@@ -20,54 +27,124 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Which sanitizer this translation unit is built with (gcc: __SANITIZE_*__,
+ * clang: __has_feature). */
+#if defined(__SANITIZE_ADDRESS__)
+#define WEFT_CORO_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WEFT_CORO_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define WEFT_CORO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define WEFT_CORO_TSAN 1
+#endif
+#endif
+
 /* ---- raw switch: switch-x86_64.S, switch-aarch64.S, switch-portable.c ---- */
 
 /* Prepares a fresh context on the stack whose highest address is `stack_hi`
- * (16-byte aligned). Returns the context's saved stack pointer; the first
- * weft__ctx_switch() to it calls entry(arg) where arg is the switch's `arg`.
- * entry never returns. */
+ * (16-byte aligned) and which is `size` bytes long. Writes only to the top
+ * of the stack (under 1 KiB, so only the top page is touched). Returns the
+ * context's saved stack pointer; the first weft__ctx_switch() to it calls
+ * entry(arg) where arg is the switch's `arg`, on an ABI-aligned stack whose
+ * unwind information ends there (backtraces stop cleanly at entry). entry
+ * never returns; if it does, the process traps (SIGILL/SIGTRAP). */
 void *weft__ctx_make(void *stack_hi, size_t size, void (*entry)(void *arg));
 
 /* Saves the callee-saved registers of the running context, stores its stack
  * pointer in *save_sp, switches to `to_sp` and passes `arg` to it (as the
  * return value of the weft__ctx_switch() that suspended it, or as entry's
  * argument). Returns the `arg` of the switch that comes back here.
- * The floating-point environment (MXCSR, x87 control word, FPCR) is per
- * thread, not per coroutine, and is not switched. */
+ * Only what the ABI makes callee-saved is switched: x86-64 rbx, rbp,
+ * r12-r15, rsp; aarch64 x19-x29, lr, sp, d8-d15. The floating-point
+ * environment (MXCSR, x87 control word, FPCR) is per thread, not per
+ * coroutine, and is not switched: a coroutine that changes the rounding mode
+ * must restore it before it suspends. The assembly versions make no system
+ * call and cost a few ns; the ucontext one (switch-portable.c) makes one
+ * sigprocmask system call per switch (~1 us). */
 void *weft__ctx_switch(void **save_sp, void *to_sp, void *arg);
 
 /* ---- stacks ---- */
 
+/* How stacks are protected against overflow (see weft__stack_get()). */
+typedef enum weft_stack_guard {
+    WEFT_STACK_GUARD_CANARY = 0,   /* canary word at lo, checked at switches */
+    WEFT_STACK_GUARD_MPROTECT = 1, /* PROT_NONE pages below lo: 2 VMAs/stack */
+    WEFT_STACK_GUARD_MADVISE = 2   /* MADV_GUARD_INSTALL (Linux >= 6.13) */
+} weft_stack_guard;
+
+/* The value of the canary word at lo of an unguarded stack. */
+#define WEFT_STACK_CANARY 0x7765667453544b21ull /* "weftSTK!" */
+
 typedef struct weft_stack {
     char *lo;     /* lowest usable byte; the guard region lies just below */
     size_t size;  /* usable bytes; lo + size is the (aligned) top */
-    uint32_t guarded; /* 1 if a guard region protects lo from below */
-    uint32_t pad_;
+    uint32_t guarded; /* 1 if a guard region protects lo from below, 0 if
+                         only the canary word at lo does */
+    uint32_t guard_size;     /* bytes of the region just below lo that is
+                                guarded (or, unguarded, left as a gap) */
     struct weft_stack *next; /* free-list link, owned by the pool */
     void *chunk;             /* the region this stack was carved from */
+    unsigned vg_id;          /* valgrind stack id */
+    uint32_t used;           /* handed out before (ASan must unpoison it) */
 } weft_stack;
 
 typedef struct weft_stack_pool weft_stack_pool;
 
 /* Creates a pool. Thread-safe afterwards: get/put may be called from any
- * thread (a per-thread cache keeps the common path lock-free).
+ * thread (a per-thread cache keeps the common path lock-free). Several pools
+ * may exist at once (one per runtime).
+ *
+ * The guard mechanism is chosen here: the best the kernel has, probed once
+ * per process (MADV_GUARD_INSTALL is verified to really fault, since
+ * qemu-user accepts and ignores it), or the one named by the environment
+ * variable WEFT_STACK_GUARD = madvise | mprotect | canary (for tests; a mode
+ * the machine lacks falls back to the next one down).
  * Returns 0 or -ENOMEM. */
 int weft__stack_pool_new(weft_stack_pool **out);
 
-/* Unmaps every stack. All stacks must have been returned. */
+/* Unmaps every stack. All stacks must have been returned (stacks still held
+ * by other threads' caches count as returned; those caches are dropped
+ * lazily and never hand them out again). Must not race with get/put on the
+ * same pool. NULL is ignored. */
 void weft__stack_pool_free(weft_stack_pool *p);
 
-/* Returns a stack with at least `size` usable bytes (rounded up to pages),
- * reusing a returned one of the same size when possible. NULL if memory is
- * exhausted. Stacks are carved many to a mapping and guarded with
- * MADV_GUARD_INSTALL where the kernel has it, so that 100,000+ stacks fit
- * under vm.max_map_count; else with mprotect'ed guard pages while a mapping
- * budget lasts, else with a canary word checked at each switch. */
+/* Returns the guard mechanism the pool uses for new stacks. Under mprotect,
+ * once a process-wide budget of mapping slots is spent (16384 stacks, fewer
+ * if vm.max_map_count is low), new stacks get canaries: check s->guarded. */
+weft_stack_guard weft__stack_pool_guard(const weft_stack_pool *p);
+
+/* Returns a stack with at least `size` usable bytes (rounded up to pages,
+ * at least 16 KiB), reusing a returned one of the same size when possible.
+ * NULL if memory is exhausted or size is absurd (> 1 GiB). Stacks are carved
+ * many to a mapping and guarded with MADV_GUARD_INSTALL where the kernel has
+ * it, so that 100,000+ stacks fit under vm.max_map_count; else with
+ * mprotect'ed guard pages while a mapping budget lasts, else with a canary
+ * word checked at each switch. The top of the stack is page-aligned and its
+ * top page is the first one touched: a coroutine using less than a page of
+ * stack costs one resident page (two for canary-guarded stacks). */
 weft_stack *weft__stack_get(weft_stack_pool *p, size_t size);
 
-/* Returns `s` to the pool for reuse. Memory is kept (touched pages stay
- * resident) up to a cap, beyond which pages are released with MADV_DONTNEED. */
+/* Returns `s` to the pool for reuse, from any thread. Memory is kept
+ * (touched pages stay resident, since a fresh page fault is expensive) up to
+ * a cap of 64 MiB of idle stacks per pool, beyond which returned stacks'
+ * pages are released with MADV_DONTNEED. Threads cache a few stacks each on
+ * top of that (at most 32 stacks or 8 MiB per thread). */
 void weft__stack_put(weft_stack_pool *p, weft_stack *s);
+
+/* Counters, for tests and diagnostics. */
+typedef struct weft_stack_stats {
+    size_t carved;      /* stacks created (all chunks) */
+    size_t idle;        /* stacks in the pool's shared free lists */
+    size_t warm_bytes;  /* bytes of idle stacks whose pages may be resident */
+    long outstanding;   /* stacks handed out and not returned, or -1 when
+                           not counted (builds with NDEBUG) */
+} weft_stack_stats;
+void weft__stack_pool_stats(weft_stack_pool *p, weft_stack_stats *st);
 
 /* ---- coroutines ---- */
 
@@ -92,15 +169,26 @@ struct weft_coro_host {
     size_t asan_size;
     void *asan_fake;
     weft_coro *running;          /* the coroutine running on this host, or NULL */
+    weft_coro_host *prev;        /* the thread's current host before this one */
 };
 
 /* Initialises `h` for the calling thread, and installs (once per thread) an
- * alternate signal stack and (once per process) the SIGSEGV handler that
- * reports stack overflows. Returns 0 or -ENOMEM. */
+ * alternate signal stack if the thread has none, and (once per process) the
+ * SIGSEGV/SIGBUS handler that reports stack overflows. The handler only
+ * claims faults in the guard region of the coroutine running on the
+ * faulting thread; any other fault goes to the handler that was installed
+ * before it (sanitizers', or the default action). A thread may hold several
+ * hosts (nested or in turn); the last one initialised is the thread's
+ * current host until it is destroyed.
+ * Returns 0 or -ENOMEM. */
 int weft__coro_host_init(weft_coro_host *h);
+
+/* Undoes weft__coro_host_init() on the thread that called it: frees the
+ * alternate signal stack if this thread's last host allocated it. */
 void weft__coro_host_destroy(weft_coro_host *h);
 
-/* Prepares `c` to run entry(arg) on `stack` at its first resume. */
+/* Prepares `c` to run entry(arg) on `stack` at its first resume. Writes the
+ * initial frame at the top of the stack. */
 void weft__coro_init(weft_coro *c, weft_stack *stack, void (*entry)(void *),
                      void *arg);
 
@@ -108,12 +196,15 @@ void weft__coro_init(weft_coro *c, weft_stack *stack, void (*entry)(void *),
 void weft__coro_resume(weft_coro_host *h, weft_coro *c);
 
 /* From inside `c`: switches back to the host that resumed it. Returns when
- * some host resumes `c` again (maybe on another thread). */
+ * some host resumes `c` again (maybe on another thread). Checks the stack
+ * canary first when the stack is unguarded (weft__coro_overflow() if it was
+ * overwritten). */
 void weft__coro_suspend(weft_coro *c);
 
 /* From inside `c`: switches back to its host for the last time. The host's
  * weft__coro_resume() returns; `c` must not be resumed again, and its stack
- * may then be returned to the pool with weft__coro_release(). */
+ * may then be returned to the pool with weft__coro_release(). If entry
+ * returns, the coroutine exits as if it had called this. */
 _Noreturn void weft__coro_exit(weft_coro *c);
 
 /* Releases what weft__coro_init() took (TSan fiber) after the coroutine
@@ -127,7 +218,8 @@ void weft__coro_release(weft_coro *c);
 void weft__coro_describe(const weft_coro *c, char *buf, size_t len);
 
 /* Reports "weft: <description> overflowed its stack (N bytes)" on stderr and
- * aborts. Used by the SIGSEGV handler and by the canary check. */
+ * aborts. Used by the SIGSEGV handler and by the canary check.
+ * Async-signal-safe. */
 _Noreturn void weft__coro_overflow(const weft_coro *c);
 
 #endif
