@@ -1012,10 +1012,13 @@ TEST(block_on_twice_and_remote_spawn_between)
     void *v;
     ASSERT_OK(weft_block_on(rt, add_one, (void *)1, &v));
     ASSERT_EQ((uintptr_t)v, 2);
-    /* Spawned while no thread runs the loop: runs at the next block_on. */
+    /* Spawned while no thread is inside block_on: a current-thread runtime
+     * runs it at the next block_on (a multi-thread one at once). */
     weft_task *t;
     ASSERT_OK(weft_spawn(rt, &t, add_one, (void *)5));
-    ASSERT(!weft_task_done(t));
+    const char *flavor = getenv("WEFT_TEST_FLAVOR");
+    if (!flavor || strcmp(flavor, "mt") != 0)
+        ASSERT(!weft_task_done(t));
     ASSERT_OK(weft_block_on(rt, add_one, (void *)2, &v));
     ASSERT_EQ((uintptr_t)v, 3);
     ASSERT(weft_task_done(t));
