@@ -94,13 +94,17 @@ extern struct test_case *test_cases_;
         exit(77);                                                              \
     } while (0)
 
-/* True when built with ASan or TSan (for scaling down memory-hungry cases). */
+/* True when built with ASan or TSan, or run under an emulator (qemu-user in
+ * the aarch64 build): slow builds in which the big cases scale down. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define TEST_SANITIZED 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 #define TEST_SANITIZED 1
 #endif
+#endif
+#if defined(WEFT_TEST_EMULATED) && !defined(TEST_SANITIZED)
+#define TEST_SANITIZED 1
 #endif
 #ifndef TEST_SANITIZED
 #define TEST_SANITIZED 0
