@@ -591,7 +591,12 @@ static void *cancel_before_start_body(void *arg)
 
 TEST(cancel_before_first_poll)
 {
-    run(cancel_before_start_body, NULL);
+    /* Only a current-thread runtime guarantees that the task has not
+     * started by the time the spawner cancels it. */
+    weft_runtime *rt;
+    ASSERT_OK(weft_runtime_new(&rt, NULL));
+    ASSERT_OK(weft_block_on(rt, cancel_before_start_body, NULL, NULL));
+    weft_runtime_free(rt);
 }
 
 static void *cancel_future_body(void *arg)
@@ -1021,7 +1026,8 @@ TEST(block_on_twice_and_remote_spawn_between)
         ASSERT(!weft_task_done(t));
     ASSERT_OK(weft_block_on(rt, add_one, (void *)2, &v));
     ASSERT_EQ((uintptr_t)v, 3);
-    ASSERT(weft_task_done(t));
+    if (!flavor || strcmp(flavor, "mt") != 0)
+        ASSERT(weft_task_done(t));
     ASSERT_OK(weft_join(t, &v));
     ASSERT_EQ((uintptr_t)v, 6);
     weft_task_free(t);
