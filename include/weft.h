@@ -154,6 +154,17 @@ typedef struct weft_cx weft_cx;
  * past the poll. */
 WEFT_API const weft_waker *weft_cx_waker(weft_cx *cx);
 
+/* Cooperative budget. A task may complete a bounded number of ready
+ * operations in one poll (128); past that, leaf futures should answer
+ * "pending" even when they could finish, so that one busy task cannot
+ * starve the others. A leaf future calls weft_cx_proceed() right before it
+ * would return WEFT_READY: 1 means go ahead (one unit of budget used); 0
+ * means the budget is spent - return WEFT_PENDING without changing state:
+ * the task has already been woken and goes to the back of the run queue,
+ * and its next poll has a fresh budget. All of weft's own leaf futures
+ * (joins, timers, channels, ...) do this. Only during a poll. */
+WEFT_API int weft_cx_proceed(weft_cx *cx);
+
 /* ------------------------------------------------------------------------ */
 /* Futures                                                                  */
 /* ------------------------------------------------------------------------ */

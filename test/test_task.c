@@ -460,6 +460,49 @@ TEST(yield_and_ready_futures)
     run(yield_future_body, NULL);
 }
 
+/* ---- the cooperative budget ---- */
+
+static void *busy_ready_loop(void *arg)
+{
+    atomic_int *stop = arg;
+    long n = 0;
+    /* Every await here is ready at once: without the budget this task
+     * would never give up the thread. */
+    while (!atomic_load(stop)) {
+        ASSERT_OK(weft_await(weft_ready(NULL, 0), NULL));
+        n++;
+    }
+    return (void *)n;
+}
+
+static void *stopper(void *arg)
+{
+    atomic_store((atomic_int *)arg, 1);
+    return NULL;
+}
+
+static void *budget_body(void *arg)
+{
+    (void)arg;
+    atomic_int stop = 0;
+    weft_task *busy, *s;
+    ASSERT_OK(weft_spawn(NULL, &busy, busy_ready_loop, &stop));
+    ASSERT_OK(weft_spawn(NULL, &s, stopper, &stop));
+    void *n;
+    ASSERT_OK(weft_join(busy, &n));
+    ASSERT_OK(weft_join(s, NULL));
+    /* It ran at least one full budget before the stopper got its turn. */
+    ASSERT_GE((intptr_t)n, 1);
+    weft_task_free(busy);
+    weft_task_free(s);
+    return NULL;
+}
+
+TEST(budget_stops_a_task_that_is_always_ready)
+{
+    run(budget_body, NULL);
+}
+
 /* ---- cancellation at each kind of suspension point ---- */
 
 static void *cancel_in_await(void *arg)

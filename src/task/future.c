@@ -120,7 +120,8 @@ weft_poll weft_future_poll(weft_future *f, weft_cx *cx)
 static weft_poll ready_poll(weft_future *f, weft_cx *cx)
 {
     (void)f;
-    (void)cx;
+    if (!weft__coop_proceed(cx))
+        return WEFT_PENDING;
     return WEFT_READY; /* value and err were stored at creation */
 }
 

@@ -215,6 +215,11 @@ const weft_waker *weft_cx_waker(weft_cx *cx)
     return &cx->waker;
 }
 
+int weft_cx_proceed(weft_cx *cx)
+{
+    return weft__coop_proceed(cx);
+}
+
 /* ---- creation ---- */
 
 /* Ids are handed out in blocks per thread so that spawning does not contend
@@ -496,6 +501,8 @@ static weft_poll join_poll(weft_future *f, weft_cx *cx)
         if (join_wait(t, &jf->node, &cx->waker))
             return WEFT_PENDING;
     }
+    if (!weft__coop_proceed(cx))
+        return WEFT_PENDING;
     void *v = NULL;
     int err = join_result(t, &v);
     return weft_future_set(f, v, err);

@@ -104,6 +104,18 @@ struct weft_cx {
     int budget;
 };
 
+/* The cooperative budget (weft_cx_proceed), inline for weft's own leaf
+ * futures. */
+static inline bool weft__coop_proceed(weft_cx *cx)
+{
+    if (weft_likely(cx->budget > 0)) {
+        cx->budget--;
+        return true;
+    }
+    weft_waker_wake_by_ref(&cx->waker);
+    return false;
+}
+
 /* ---- state transitions (task.c) ---- */
 
 enum task_run { RUN_OK, RUN_CANCELLED, RUN_GONE };
