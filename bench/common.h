@@ -75,6 +75,7 @@ typedef int (*bench_fn)(int argc, char **argv);
 
 int bench_w1(int argc, char **argv);
 int bench_w2(int argc, char **argv);
+int bench_w5(int argc, char **argv);
 int bench_w9(int argc, char **argv);
 
 /* ---- inline definitions ---- */

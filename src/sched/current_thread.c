@@ -227,6 +227,8 @@ static int ct_block_on(struct weft_sched *base, struct weft_task *root)
     int rc = enter(s);
     if (rc < 0)
         return rc;
+    /* The clock may have moved on since the last block_on: look now. */
+    weft__driver_maintain(s->driver, &s->worker);
     unsigned tick = 0;
     while (!weft_task_done(root))
         run_once(s, &tick);

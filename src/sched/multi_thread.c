@@ -487,6 +487,10 @@ static void park_wait(struct mt_worker *w)
             atomic_store(&w->in_driver, false);
             pthread_mutex_unlock(&s->driver_lock);
         } else {
+            /* The last worker to go idle tells the driver: a paused clock
+             * may jump to the next timer now. */
+            if ((atomic_load(&s->idle_state) >> 16) == 0)
+                weft__driver_all_idle(s->driver);
             weft__parker_park(&w->parker);
         }
         /* Work of our own (woken by the driver on this thread) or a

@@ -51,6 +51,10 @@ struct weft_worker {
     struct weft_task *current; /* the task being polled */
     weft_coro_host host;       /* what coroutines switch back to */
     weft_cx cx;
+    /* time (src/time): this worker's timing wheel, made at its first
+     * timer, and the clock in ms as it last read it (weft_now) */
+    struct weft_wheel *wheel;
+    int64_t now_ms;
 };
 
 /* The worker of the calling thread, or NULL. Coroutines may move between

@@ -14,6 +14,7 @@
 #include "rt/runtime.h"
 #include "sched/sched.h"
 #include "task/task.h"
+#include "time/time.h"
 
 struct coro_task {
     struct weft_task task;
@@ -22,6 +23,7 @@ struct coro_task {
     void *arg;
     uint32_t stack_size;
     bool finished;
+    weft_scope *scope; /* innermost deadline scope (time/scope.c), or NULL */
 };
 
 static const struct weft_task_vtable coro_vtable;
@@ -35,6 +37,8 @@ static void coro_entry(void *arg)
 {
     struct coro_task *ct = arg;
     ct->task.value = ct->fn(ct->arg);
+    WEFT_CHECK(!ct->scope, "a task returned inside a deadline scope "
+                           "(missing weft_scope_exit)");
     ct->task.err = 0;
     ct->finished = true;
     weft__coro_exit(&ct->coro);
@@ -100,6 +104,7 @@ int weft_spawn_at(weft_runtime *rt, weft_task **out, weft_task_fn fn,
     ct->arg = arg;
     ct->stack_size = (uint32_t)stack;
     ct->finished = false;
+    ct->scope = NULL;
     if (opts && weft__task_set_name(&ct->task, opts->name) < 0) {
         coro_dealloc(&ct->task);
         return -ENOMEM;
@@ -137,8 +142,16 @@ int weft_await(weft_future *f, void **value)
             weft_future_free(f);
             return -ECANCELED;
         }
+        if (ct->scope && weft__scope_expired(ct->scope)) {
+            f->flags |= FUT_POLLED;
+            weft_future_free(f);
+            return -ETIMEDOUT;
+        }
         if (weft_future_poll(f, &w->cx) == WEFT_READY)
             break;
+        /* Inside a scope, be woken at its deadline too. */
+        if (ct->scope && weft__scope_arm(ct->scope, &w->cx))
+            continue;
         weft__coro_suspend(&ct->coro);
         w = weft__worker_current(); /* we may be on another thread now */
     }
@@ -156,9 +169,19 @@ int weft_yield(void)
         return -EPERM;
     if (cancelled(ct))
         return -ECANCELED;
+    if (ct->scope && weft__scope_expired(ct->scope))
+        return -ETIMEDOUT;
     ct->task.yielded = 1;
     weft__coro_suspend(&ct->coro);
-    return cancelled(ct) ? -ECANCELED : 0;
+    if (cancelled(ct))
+        return -ECANCELED;
+    return ct->scope && weft__scope_expired(ct->scope) ? -ETIMEDOUT : 0;
+}
+
+weft_scope **weft__coro_scope_slot(void)
+{
+    struct coro_task *ct = current_coro(weft__worker_current());
+    return ct ? &ct->scope : NULL;
 }
 
 /* ---- stack overflow report ---- */
