@@ -181,10 +181,12 @@ static void stat_add(_Atomic uint64_t *c, uint64_t n)
 }
 
 /* One step of the loop: poll one task, or park when there is none.
- * `tick` counts polls for the remote-queue interval. */
+ * `tick` counts down the polls to the next look at the remote queue and
+ * the timers. */
 static void run_once(struct ct_sched *s, unsigned *tick)
 {
-    if (++*tick % WEFT_REMOTE_INTERVAL == 0) {
+    if (weft_unlikely(--*tick == 0)) {
+        *tick = WEFT_REMOTE_INTERVAL;
         weft__driver_maintain(s->driver, &s->worker);
         drain_remote(s);
     } else if (!s->local.head) {
@@ -229,8 +231,9 @@ static int ct_block_on(struct weft_sched *base, struct weft_task *root)
         return rc;
     /* The clock may have moved on since the last block_on: look now. */
     weft__driver_maintain(s->driver, &s->worker);
-    unsigned tick = 0;
-    while (!weft_task_done(root))
+    unsigned tick = WEFT_REMOTE_INTERVAL;
+    while (!(atomic_load_explicit(&root->state, memory_order_acquire) &
+             TASK_COMPLETE))
         run_once(s, &tick);
     leave(s);
     return 0;
@@ -254,7 +257,7 @@ static int ct_shutdown(struct weft_sched *base, int64_t timeout_ms)
     drain_remote(s);
     for (struct weft_task *t = s->owned; t; t = t->owned_next)
         weft__task_cancel(t);
-    unsigned tick = 0;
+    unsigned tick = WEFT_REMOTE_INTERVAL;
     while (s->owned || s->local.head ||
            atomic_load_explicit(&s->remote_pending, memory_order_acquire))
         run_once(s, &tick);
