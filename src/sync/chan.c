@@ -1,0 +1,561 @@
+/*
+ * Channels: bounded and unbounded multi-producer queues of fixed-size
+ * messages (weft_chan_*).
+ *
+ * One lock guards a ring buffer and two FIFO wait queues. The two sides wait
+ * differently, each for its cancellation-safety rule (sync.h):
+ *
+ *  - A receiver waits only when the buffer is empty. A sender that finds one
+ *    waiting copies its message straight into the receiver's `out` and
+ *    claims it (Go's direct hand-off): the receiver's next poll finds the
+ *    message there without taking the lock. If that receive future is
+ *    dropped instead (it lost a select, its task was cancelled) the message
+ *    goes back: to the next waiting receiver, or to the front of the buffer.
+ *    The buffer may then hold more than `capacity` messages for a while;
+ *    it grows for that (the only allocation on that path).
+ *
+ *  - A sender waits only when the buffer is full. A receiver that frees a
+ *    slot reserves it for the oldest waiting sender and wakes it; the sender
+ *    pushes its own message when it is polled. A send future dropped before
+ *    that has sent nothing (so a send that loses a select keeps its
+ *    message); its reservation passes to the next sender. Reserved slots
+ *    count as taken, so a new sender cannot overtake a woken one.
+ *
+ * Invariants, under the lock: recvq non-empty => len == 0; sendq non-empty
+ * => len + reserved >= cap.
+ */
+#include "sync/sync.h"
+
+struct weft_chan {
+    struct sync_lock lock;
+    uint32_t senders, receivers; /* handle counts */
+    size_t elem;                 /* message size in bytes */
+    size_t cap;                  /* SIZE_MAX when unbounded */
+    char *buf;                   /* ring of `size` slots (a power of two) */
+    size_t size, head, len;
+    size_t reserved; /* free slots promised to woken senders */
+    struct waitq recvq, sendq;
+};
+
+#define CHAN_FIRST_SIZE 16
+
+static inline struct weft_chan *chan_of_tx(weft_chan_tx *tx)
+{
+    return (struct weft_chan *)tx;
+}
+
+static inline struct weft_chan *chan_of_rx(const weft_chan_rx *rx)
+{
+    return (struct weft_chan *)rx;
+}
+
+/* ---- messages and the ring ---- */
+
+/* Copies one message; the common sizes become a single move. */
+static inline void copy_msg(void *dst, const void *src, size_t n)
+{
+    switch (n) {
+    case 8:
+        memcpy(dst, src, 8);
+        break;
+    case 4:
+        memcpy(dst, src, 4);
+        break;
+    case 16:
+        memcpy(dst, src, 16);
+        break;
+    default:
+        memcpy(dst, src, n);
+    }
+}
+
+static inline char *ring_slot(struct weft_chan *c, size_t i)
+{
+    return c->buf + ((c->head + i) & (c->size - 1)) * c->elem;
+}
+
+static size_t ring_bytes(const struct weft_chan *c, size_t slots)
+{
+    return c->elem ? slots * c->elem : 1;
+}
+
+/* Doubles the ring (or makes the first one). -ENOMEM leaves it as it was. */
+static int ring_grow(struct weft_chan *c)
+{
+    size_t nsize = c->size ? c->size * 2 : CHAN_FIRST_SIZE;
+    if (!c->size && c->cap < nsize) {
+        nsize = 1;
+        while (nsize < c->cap)
+            nsize *= 2;
+    }
+    if (nsize <= c->size || (c->elem && nsize > SIZE_MAX / c->elem))
+        return -ENOMEM;
+    char *nb = weft__alloc(ring_bytes(c, nsize));
+    if (!nb)
+        return -ENOMEM;
+    if (c->len) {
+        size_t first = c->size - (c->head & (c->size - 1));
+        if (first > c->len)
+            first = c->len;
+        memcpy(nb, ring_slot(c, 0), first * c->elem);
+        memcpy(nb + first * c->elem, c->buf, (c->len - first) * c->elem);
+    }
+    if (c->buf)
+        weft__free(c->buf, ring_bytes(c, c->size));
+    c->buf = nb;
+    c->size = nsize;
+    c->head = 0;
+    return 0;
+}
+
+static inline int ring_push(struct weft_chan *c, const void *msg)
+{
+    if (weft_unlikely(c->len == c->size) && ring_grow(c) < 0)
+        return -ENOMEM;
+    copy_msg(ring_slot(c, c->len), msg, c->elem);
+    c->len++;
+    return 0;
+}
+
+static inline void ring_pop(struct weft_chan *c, void *out)
+{
+    copy_msg(out, ring_slot(c, 0), c->elem);
+    c->head = (c->head + 1) & (c->size - 1);
+    c->len--;
+}
+
+/* ---- the two operations, under the lock ---- */
+
+/* Hands free slots to waiting senders, oldest first. */
+static void grant_senders(struct weft_chan *c, struct wake_list *wl)
+{
+    while (c->sendq.head && c->len + c->reserved < c->cap) {
+        c->reserved++;
+        waitq_claim_one(&c->sendq, 1, wl);
+    }
+}
+
+/* Sends `msg` if that needs no wait. `reserved`: the caller held a slot
+ * reservation (already given back), so capacity is not checked.
+ * Returns 0, -EPIPE, -ENOMEM, or -EAGAIN (full). */
+static inline int send_locked(struct weft_chan *c, const void *msg,
+                              bool reserved, struct wake_list *wl)
+{
+    if (weft_unlikely(!c->receivers))
+        return -EPIPE;
+    struct waiter *r = c->recvq.head;
+    if (r) {
+        waitq_remove(&c->recvq, r);
+        copy_msg(r->ptr, msg, c->elem);
+        waiter_claim(r, 0, wl);
+        return 0;
+    }
+    if (!reserved && c->len + c->reserved >= c->cap)
+        return -EAGAIN;
+    return ring_push(c, msg);
+}
+
+/* Receives into `out` if that needs no wait: 0, -EPIPE, or -EAGAIN. */
+static inline int recv_locked(struct weft_chan *c, void *out,
+                              struct wake_list *wl)
+{
+    if (c->len) {
+        ring_pop(c, out);
+        if (weft_unlikely(c->sendq.head != NULL))
+            grant_senders(c, wl);
+        return 0;
+    }
+    return c->senders ? -EAGAIN : -EPIPE;
+}
+
+/* A message handed to a receive future that was then dropped goes back: to
+ * the next waiting receiver, or to the front of the buffer. */
+static void put_back(struct weft_chan *c, const void *msg,
+                     struct wake_list *wl)
+{
+    struct waiter *r = c->recvq.head;
+    if (r) {
+        waitq_remove(&c->recvq, r);
+        copy_msg(r->ptr, msg, c->elem);
+        waiter_claim(r, 0, wl);
+        return;
+    }
+    if (c->len == c->size && ring_grow(c) < 0)
+        weft__panic(__FILE__, __LINE__,
+                    "out of memory putting a message back in a channel");
+    c->head = (c->head - 1) & (c->size - 1);
+    copy_msg(ring_slot(c, 0), msg, c->elem);
+    c->len++;
+}
+
+/* ---- the send future ---- */
+
+static weft_poll send_poll(weft_future *f, weft_cx *cx)
+{
+    struct sync_op *op = (struct sync_op *)f;
+    struct weft_chan *c = op->obj;
+    struct wake_list wl = {NULL};
+    int rc;
+    uint32_t s = waiter_state(&op->w);
+    if (weft_unlikely(s != W_IDLE)) {
+        if (s == W_QUEUED && waiter_repoll(&c->lock, &op->w, cx))
+            return WEFT_PENDING;
+        waiter_reset(&op->w);
+        if (op->w.result < 0)
+            return weft_future_set(f, NULL, op->w.result);
+        /* Woken with a slot reserved for us. */
+        sync_lock(&c->lock);
+        c->reserved--;
+        rc = send_locked(c, op->ptr, true, &wl);
+        if (rc < 0)
+            grant_senders(c, &wl);
+        sync_unlock(&c->lock);
+        wake_list_run(&wl);
+        budget_use(cx);
+        return weft_future_set(f, NULL, rc);
+    }
+    if (budget_spent(cx))
+        return WEFT_PENDING;
+    sync_lock(&c->lock);
+    rc = send_locked(c, op->ptr, false, &wl);
+    if (rc == -EAGAIN) {
+        waiter_enqueue(&c->sendq, &op->w, cx);
+        sync_unlock(&c->lock);
+        return WEFT_PENDING;
+    }
+    sync_unlock(&c->lock);
+    wake_list_run(&wl);
+    budget_use(cx);
+    return weft_future_set(f, NULL, rc);
+}
+
+static void send_drop(weft_future *f)
+{
+    struct sync_op *op = (struct sync_op *)f;
+    struct weft_chan *c = op->obj;
+    if (waiter_cancel(&c->lock, &c->sendq, &op->w) != W_DONE)
+        return;
+    waiter_reset(&op->w);
+    if (op->w.result != 1)
+        return;
+    /* Woken but never sent: pass the reserved slot on. */
+    struct wake_list wl = {NULL};
+    sync_lock(&c->lock);
+    c->reserved--;
+    grant_senders(c, &wl);
+    sync_unlock(&c->lock);
+    wake_list_run(&wl);
+}
+
+static const weft_future_ops send_ops = {
+    .poll = send_poll,
+    .drop = send_drop,
+    .name = "chan_send",
+};
+
+/* ---- the receive future ---- */
+
+static weft_poll recv_poll(weft_future *f, weft_cx *cx)
+{
+    struct sync_op *op = (struct sync_op *)f;
+    struct weft_chan *c = op->obj;
+    struct wake_list wl = {NULL};
+    uint32_t s = waiter_state(&op->w);
+    if (weft_unlikely(s != W_IDLE)) {
+        if (s == W_QUEUED && waiter_repoll(&c->lock, &op->w, cx))
+            return WEFT_PENDING;
+        /* A sender put the message in *out, or the channel closed. */
+        waiter_reset(&op->w);
+        budget_use(cx);
+        return weft_future_set(f, NULL, op->w.result);
+    }
+    if (budget_spent(cx))
+        return WEFT_PENDING;
+    sync_lock(&c->lock);
+    int rc = recv_locked(c, op->ptr, &wl);
+    if (rc == -EAGAIN) {
+        op->w.ptr = op->ptr;
+        waiter_enqueue(&c->recvq, &op->w, cx);
+        sync_unlock(&c->lock);
+        return WEFT_PENDING;
+    }
+    sync_unlock(&c->lock);
+    wake_list_run(&wl);
+    budget_use(cx);
+    return weft_future_set(f, NULL, rc);
+}
+
+static void recv_drop(weft_future *f)
+{
+    struct sync_op *op = (struct sync_op *)f;
+    struct weft_chan *c = op->obj;
+    if (waiter_cancel(&c->lock, &c->recvq, &op->w) != W_DONE)
+        return;
+    waiter_reset(&op->w);
+    if (op->w.result != 0)
+        return;
+    /* A message was handed to us and nobody will read it: give it back. */
+    struct wake_list wl = {NULL};
+    sync_lock(&c->lock);
+    put_back(c, op->ptr, &wl);
+    sync_unlock(&c->lock);
+    wake_list_run(&wl);
+}
+
+static const weft_future_ops recv_ops = {
+    .poll = recv_poll,
+    .drop = recv_drop,
+    .name = "chan_recv",
+};
+
+/* ---- handles ---- */
+
+static int chan_create(weft_chan_tx **tx, weft_chan_rx **rx, size_t elem,
+                       size_t cap)
+{
+    *tx = NULL;
+    *rx = NULL;
+    struct weft_chan *c = weft__zalloc(sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->senders = c->receivers = 1;
+    c->elem = elem;
+    c->cap = cap;
+    *tx = (weft_chan_tx *)c;
+    *rx = (weft_chan_rx *)c;
+    return 0;
+}
+
+int weft_chan_new(weft_chan_tx **tx, weft_chan_rx **rx, size_t elem_size,
+                  size_t capacity)
+{
+    if (capacity == 0 || capacity == SIZE_MAX) {
+        *tx = NULL;
+        *rx = NULL;
+        return -EINVAL;
+    }
+    return chan_create(tx, rx, elem_size, capacity);
+}
+
+int weft_chan_new_unbounded(weft_chan_tx **tx, weft_chan_rx **rx,
+                            size_t elem_size)
+{
+    return chan_create(tx, rx, elem_size, SIZE_MAX);
+}
+
+static void chan_free(struct weft_chan *c)
+{
+    WEFT_CHECK(!c->recvq.head && !c->sendq.head,
+               "channel freed with operations waiting on it");
+    if (c->buf)
+        weft__free(c->buf, ring_bytes(c, c->size));
+    weft__free(c, sizeof *c);
+}
+
+weft_chan_tx *weft_chan_tx_clone(weft_chan_tx *tx)
+{
+    struct weft_chan *c = chan_of_tx(tx);
+    sync_lock(&c->lock);
+    WEFT_CHECK(c->senders > 0 && c->senders < UINT32_MAX,
+               "cloning a freed or overflowing sender handle");
+    c->senders++;
+    sync_unlock(&c->lock);
+    return tx;
+}
+
+weft_chan_rx *weft_chan_rx_clone(weft_chan_rx *rx)
+{
+    struct weft_chan *c = chan_of_rx(rx);
+    sync_lock(&c->lock);
+    WEFT_CHECK(c->receivers > 0 && c->receivers < UINT32_MAX,
+               "cloning a freed or overflowing receiver handle");
+    c->receivers++;
+    sync_unlock(&c->lock);
+    return rx;
+}
+
+void weft_chan_tx_free(weft_chan_tx *tx)
+{
+    if (!tx)
+        return;
+    struct weft_chan *c = chan_of_tx(tx);
+    struct wake_list wl = {NULL};
+    sync_lock(&c->lock);
+    WEFT_CHECK(c->senders > 0, "sender handle freed too often");
+    if (--c->senders == 0)
+        waitq_claim_all(&c->recvq, -EPIPE, &wl); /* buffer is empty */
+    bool gone = !c->senders && !c->receivers;
+    sync_unlock(&c->lock);
+    wake_list_run(&wl);
+    if (gone)
+        chan_free(c);
+}
+
+void weft_chan_rx_free(weft_chan_rx *rx)
+{
+    if (!rx)
+        return;
+    struct weft_chan *c = chan_of_rx(rx);
+    struct wake_list wl = {NULL};
+    sync_lock(&c->lock);
+    WEFT_CHECK(c->receivers > 0, "receiver handle freed too often");
+    if (--c->receivers == 0) {
+        waitq_claim_all(&c->sendq, -EPIPE, &wl);
+        c->len = 0; /* nobody can receive them now */
+        c->head = 0;
+    }
+    bool gone = !c->senders && !c->receivers;
+    sync_unlock(&c->lock);
+    wake_list_run(&wl);
+    if (gone)
+        chan_free(c);
+}
+
+size_t weft_chan_len(const weft_chan_rx *rx)
+{
+    struct weft_chan *c = chan_of_rx(rx);
+    sync_lock(&c->lock);
+    size_t n = c->len;
+    sync_unlock(&c->lock);
+    return n;
+}
+
+/* ---- sending ---- */
+
+int weft_chan_try_send(weft_chan_tx *tx, const void *msg)
+{
+    struct weft_chan *c = chan_of_tx(tx);
+    struct wake_list wl = {NULL};
+    sync_lock(&c->lock);
+    int rc = send_locked(c, msg, false, &wl);
+    sync_unlock(&c->lock);
+    wake_list_run(&wl);
+    return rc;
+}
+
+int weft_chan_send(weft_chan_tx *tx, const void *msg)
+{
+    struct weft_chan *c = chan_of_tx(tx);
+    struct weft_worker *w = sync_fast_worker();
+    struct sync_op op;
+    if (weft_likely(w != NULL)) {
+        /* send_poll's first poll, without building the future unless it
+         * has to wait. */
+        struct wake_list wl = {NULL};
+        sync_lock(&c->lock);
+        int rc = send_locked(c, msg, false, &wl);
+        if (weft_likely(rc != -EAGAIN)) {
+            sync_unlock(&c->lock);
+            wake_list_run(&wl);
+            budget_use(&w->cx);
+            return rc;
+        }
+        sync_op_init(&op, &send_ops, NULL, c, (void *)msg, 0);
+        waiter_enqueue(&c->sendq, &op.w, &w->cx);
+        sync_unlock(&c->lock);
+        return sync_await_queued(&op, NULL);
+    }
+    sync_op_init(&op, &send_ops, NULL, c, (void *)msg, 0);
+    return weft__sync_run(&op.base, NULL);
+}
+
+int weft_chan_send_blocking(weft_chan_tx *tx, const void *msg)
+{
+    struct sync_op op;
+    sync_op_init(&op, &send_ops, NULL, tx, (void *)msg, 0);
+    return weft__sync_block(&op.base, NULL);
+}
+
+weft_future *weft_chan_send_future_at(weft_chan_tx *tx, const void *msg,
+                                      const weft_site *site)
+{
+    struct weft_chan *c = chan_of_tx(tx);
+    weft_future *f = weft__sync_op_new(c->elem, &send_ops, site, c, NULL, 0);
+    if (!f)
+        return NULL;
+    struct sync_op *op = (struct sync_op *)f;
+    op->ptr = op + 1; /* the message travels in the future */
+    memcpy(op->ptr, msg, c->elem);
+    return f;
+}
+
+weft_future *weft_chan_send_init_at(weft_sync_op *op, weft_chan_tx *tx,
+                                    const void *msg, const weft_site *site)
+{
+    return sync_op_init((struct sync_op *)op, &send_ops, site, tx,
+                        (void *)msg, 0);
+}
+
+/* ---- receiving ---- */
+
+int weft_chan_try_recv(weft_chan_rx *rx, void *out)
+{
+    struct weft_chan *c = chan_of_rx(rx);
+    struct wake_list wl = {NULL};
+    sync_lock(&c->lock);
+    int rc = recv_locked(c, out, &wl);
+    sync_unlock(&c->lock);
+    wake_list_run(&wl);
+    return rc;
+}
+
+int weft_chan_recv(weft_chan_rx *rx, void *out)
+{
+    struct weft_chan *c = chan_of_rx(rx);
+    struct weft_worker *w = sync_fast_worker();
+    struct sync_op op;
+    if (weft_likely(w != NULL)) {
+        /* recv_poll's first poll, inline (see weft_chan_send). */
+        struct wake_list wl = {NULL};
+        sync_lock(&c->lock);
+        int rc = recv_locked(c, out, &wl);
+        if (weft_likely(rc != -EAGAIN)) {
+            sync_unlock(&c->lock);
+            wake_list_run(&wl);
+            budget_use(&w->cx);
+            return rc;
+        }
+        sync_op_init(&op, &recv_ops, NULL, c, out, 0);
+        op.w.ptr = out;
+        waiter_enqueue(&c->recvq, &op.w, &w->cx);
+        sync_unlock(&c->lock);
+        return sync_await_queued(&op, NULL);
+    }
+    sync_op_init(&op, &recv_ops, NULL, c, out, 0);
+    return weft__sync_run(&op.base, NULL);
+}
+
+int weft_chan_recv_blocking(weft_chan_rx *rx, void *out)
+{
+    struct sync_op op;
+    sync_op_init(&op, &recv_ops, NULL, rx, out, 0);
+    return weft__sync_block(&op.base, NULL);
+}
+
+weft_future *weft_chan_recv_future_at(weft_chan_rx *rx, void *out,
+                                      const weft_site *site)
+{
+    return weft__sync_op_new(0, &recv_ops, site, rx, out, 0);
+}
+
+weft_future *weft_chan_recv_init_at(weft_sync_op *op, weft_chan_rx *rx,
+                                    void *out, const weft_site *site)
+{
+    return sync_op_init((struct sync_op *)op, &recv_ops, site, rx, out, 0);
+}
+
+/* ---- deadline forms ---- */
+
+int weft_chan_send_dl(weft_chan_tx *tx, const void *msg, int64_t deadline)
+{
+    struct sync_op op;
+    sync_op_init(&op, &send_ops, NULL, tx, (void *)msg, 0);
+    return weft_await_deadline(&op.base, NULL, deadline);
+}
+
+int weft_chan_recv_dl(weft_chan_rx *rx, void *out, int64_t deadline)
+{
+    struct sync_op op;
+    sync_op_init(&op, &recv_ops, NULL, rx, out, 0);
+    return weft_await_deadline(&op.base, NULL, deadline);
+}
