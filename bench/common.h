@@ -76,6 +76,9 @@ typedef int (*bench_fn)(int argc, char **argv);
 int bench_w1(int argc, char **argv);
 int bench_w2(int argc, char **argv);
 int bench_w5(int argc, char **argv);
+int bench_w3(int argc, char **argv);
+int bench_w4(int argc, char **argv);
+int bench_w6(int argc, char **argv);
 int bench_w9(int argc, char **argv);
 
 /* ---- inline definitions ---- */

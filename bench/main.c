@@ -5,10 +5,10 @@
  *
  *   weft-bench w1 KIND [N=1000000]       W1 spawn + join
  *   weft-bench w2 KIND [N=10000000]      W2 yield
- *   weft-bench w3 KIND [N=1000000]       W3 ping-pong            (not yet)
- *   weft-bench w4 KIND P [N=10000000]    W4 channel throughput   (not yet)
+ *   weft-bench w3 KIND [N=1000000]       W3 ping-pong
+ *   weft-bench w4 KIND P [N=10000000]    W4 channel throughput
  *   weft-bench w5 KIND [N=1000000]       W5 timers               (not yet)
- *   weft-bench w6 KIND [N=100000]        W6 parked tasks         (not yet)
+ *   weft-bench w6 KIND [N=100000]        W6 parked tasks
  *   weft-bench w9 KIND [N=10000000]      W9 raw switch, N round trips
  *   weft-bench echo KIND PORT            W7 echo server          (not yet)
  *   weft-bench http KIND PORT            W8 HTTP server          (not yet)
@@ -32,10 +32,10 @@ static const struct {
 } workloads[] = {
     {"w1", bench_w1, "W1 spawn"},
     {"w2", bench_w2, "W2 yield"},
-    {"w3", NULL, "W3 ping-pong"},
-    {"w4", NULL, "W4 channel throughput"},
+    {"w3", bench_w3, "W3 ping-pong"},
+    {"w4", bench_w4, "W4 channel throughput"},
     {"w5", NULL, "W5 timers"},
-    {"w6", NULL, "W6 parked tasks"},
+    {"w6", bench_w6, "W6 parked tasks"},
     {"w9", bench_w9, "W9 raw context switch"},
     {"echo", NULL, "W7 TCP echo server"},
     {"http", NULL, "W8 HTTP server"},
