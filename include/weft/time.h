@@ -33,11 +33,15 @@ extern "C" {
 /* The clock                                                                */
 /* ------------------------------------------------------------------------ */
 
-/* Returns the time, cheaply: in a task, the time the calling worker observed
- * at the start of the current poll or later (one clock read per poll at
- * most, none when the worker has just looked); on a paused runtime, the
- * paused clock; outside any runtime, the monotonic clock now. Never ahead of
- * the true time, never going backwards on one thread. Any thread. */
+/* Returns the time, cheaply (no clock read): in a task, the time the calling
+ * worker last read the clock - when it last woke from idle, at its periodic
+ * maintenance (every 31 polls on a current-thread runtime, 61 on a
+ * multi-thread one), when weft_block_on() started, or at its last
+ * weft_now_precise(), weft_deadline_after() or relative timer; so a task
+ * that computes for long without suspending sees it stand still. On a
+ * paused runtime, the paused clock. Outside any runtime, the monotonic
+ * clock now. Never ahead of the true time. For a deadline relative to now,
+ * use weft_deadline_after(), which reads the clock. Any thread. */
 WEFT_API int64_t weft_now(void);
 
 /* Returns the time now, reading the clock (a vDSO call, ~30 ns). In a task

@@ -270,9 +270,13 @@ static weft_poll arm(struct weft__timer *t, struct weft_worker *w,
     weft_waker clone = weft_waker_clone(waker);
     pthread_mutex_lock(&wh->lock);
     if (!weft__wheel_insert(&wh->core, t, when)) {
+        /* The wheel has been processed past it: due (see the FIRED path
+         * of weft_timer_poll for the clock). */
         pthread_mutex_unlock(&wh->lock);
         weft_waker_drop(&clone);
         store_word(t, TW_WORD(when, TW_FIRED));
+        if ((int64_t)when > w->now_ms)
+            w->now_ms = (int64_t)when;
         return WEFT_READY;
     }
     t->wheel = wh;
@@ -307,8 +311,14 @@ weft_poll weft_timer_poll(weft_timer *pub, weft_cx *cx)
 {
     struct weft__timer *t = entry(pub);
     uint64_t word = load_word(t, memory_order_acquire);
-    if (word & TW_FIRED)
+    if (word & TW_FIRED) {
+        /* The clock has reached the deadline: let this worker's weft_now()
+         * say so too, whichever worker fired it. */
+        struct weft_worker *w = weft__tls_worker;
+        if (w && (int64_t)TW_VALUE(word) > w->now_ms)
+            w->now_ms = (int64_t)TW_VALUE(word);
         return WEFT_READY;
+    }
     if (word & TW_LINKED) {
         /* t->waker is ours to read: only we write it. */
         if (weft_waker_will_wake(&t->waker, &cx->waker))
