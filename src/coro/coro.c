@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "coro/coro.h"
+#include "coro/vg.h"
 
 #if WEFT_CORO_ASAN
 #include <sanitizer/common_interface_defs.h>
@@ -50,7 +51,8 @@ void __tsan_switch_to_fiber(void *fiber, unsigned flags);
 
 /* The host of this thread, for the fault handler. initial-exec: reading it
  * from a signal handler must not allocate (a dynamic TLS access may). */
-static __thread weft_coro_host *cur_host __attribute__((tls_model("initial-exec")));
+static __thread weft_coro_host *cur_host
+    __attribute__((tls_model("initial-exec")));
 
 /* ---- sanitizer hooks: nothing at all in ordinary builds ----
  *
@@ -77,8 +79,7 @@ HOOK void asan_leave(void **save, const void *bottom, size_t size)
 
 /* Just arrived on a stack whose fake stack was saved as `fake`; stores the
  * bounds of the stack just left, when asked. */
-HOOK void asan_arrive(void *fake, const void **bottom_old,
-                               size_t *size_old)
+HOOK void asan_arrive(void *fake, const void **bottom_old, size_t *size_old)
 {
 #if WEFT_CORO_ASAN
     __sanitizer_finish_switch_fiber(fake, bottom_old, size_old);
@@ -153,13 +154,21 @@ _Noreturn static void fatal(const char *what)
     abort();
 }
 
-/* Reads the canary without ASan's checks: frames of a deep call may have
- * left redzones around lo. */
-static NO_ASAN void check_canary(const weft_coro *c)
+/* Reads the canary without ASan's checks (frames of a deep call may have
+ * left redzones around lo) or valgrind's (lo lies far below the stack
+ * pointer, which memcheck reports). */
+static NO_ASAN uint64_t read_canary(const weft_stack *s)
+{
+    VALGRIND_DISABLE_ERROR_REPORTING;
+    uint64_t v = *(const volatile uint64_t *)(const void *)s->lo;
+    VALGRIND_ENABLE_ERROR_REPORTING;
+    return v;
+}
+
+static inline void check_canary(const weft_coro *c)
 {
     const weft_stack *s = c->stack;
-    if (__builtin_expect(!s->guarded, 0) &&
-        *(const volatile uint64_t *)(const void *)s->lo != WEFT_STACK_CANARY)
+    if (__builtin_expect(!s->guarded, 0) && read_canary(s) != WEFT_STACK_CANARY)
         weft__coro_overflow(c);
 }
 
@@ -323,15 +332,18 @@ void weft__coro_resume(weft_coro_host *h, weft_coro *c)
     h->running = c;
     asan_leave(&h->asan_fake, c->stack->lo, c->stack->size);
     tsan_switch(c->tsan_fiber);
+    /* Nothing but the sanitizers' bookkeeping after the switch: without
+     * them this is a tail call, so no return is mispredicted (h->running is
+     * cleared by the coroutine as it switches back). */
     weft__ctx_switch(&h->sp, c->sp, c);
     asan_arrive(h->asan_fake, NULL, NULL);
-    h->running = NULL;
 }
 
 void weft__coro_suspend(weft_coro *c)
 {
     check_canary(c);
     weft_coro_host *h = c->host;
+    h->running = NULL;
     asan_leave(&c->asan_fake, h->asan_bottom, h->asan_size);
     tsan_switch(h->tsan_fiber);
     weft__ctx_switch(&c->sp, h->sp, NULL);
@@ -343,6 +355,7 @@ _Noreturn void weft__coro_exit(weft_coro *c)
 {
     check_canary(c);
     weft_coro_host *h = c->host;
+    h->running = NULL;
     asan_leave(NULL, h->asan_bottom, h->asan_size);
     tsan_switch(h->tsan_fiber);
     weft__ctx_switch(&c->sp, h->sp, NULL);

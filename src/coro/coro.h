@@ -65,7 +65,8 @@ void *weft__ctx_make(void *stack_hi, size_t size, void (*entry)(void *arg));
  * coroutine, and is not switched: a coroutine that changes the rounding mode
  * must restore it before it suspends. The assembly versions make no system
  * call and cost a few ns; the ucontext one (switch-portable.c) makes one
- * sigprocmask system call per switch (~1 us). */
+ * sigprocmask system call per switch (~1 us) and keeps two ucontext_t on
+ * each coroutine's stack (~1 KiB each on x86-64, ~4.5 KiB on aarch64). */
 void *weft__ctx_switch(void **save_sp, void *to_sp, void *arg);
 
 /* ---- stacks ---- */
@@ -81,8 +82,8 @@ typedef enum weft_stack_guard {
 #define WEFT_STACK_CANARY 0x7765667453544b21ull /* "weftSTK!" */
 
 typedef struct weft_stack {
-    char *lo;     /* lowest usable byte; the guard region lies just below */
-    size_t size;  /* usable bytes; lo + size is the (aligned) top */
+    char *lo;         /* lowest usable byte; the guard region lies just below */
+    size_t size;      /* usable bytes; lo + size is the (aligned) top */
     uint32_t guarded; /* 1 if a guard region protects lo from below, 0 if
                          only the canary word at lo does */
     uint32_t guard_size;     /* bytes of the region just below lo that is
@@ -131,18 +132,20 @@ weft_stack *weft__stack_get(weft_stack_pool *p, size_t size);
 
 /* Returns `s` to the pool for reuse, from any thread. Memory is kept
  * (touched pages stay resident, since a fresh page fault is expensive) up to
- * a cap of 64 MiB of idle stacks per pool, beyond which returned stacks'
- * pages are released with MADV_DONTNEED. Threads cache a few stacks each on
- * top of that (at most 32 stacks or 8 MiB per thread). */
+ * a cap of 64 MiB of idle stacks per pool: the put that takes them past
+ * 72 MiB releases the excess down to 64 MiB with MADV_DONTNEED, in address
+ * order so that neighbouring stacks go in one system call. Threads cache a
+ * few stacks each on top of that (at most 32 stacks or 8 MiB per thread;
+ * a thread's cache goes back to its pool when the thread exits). */
 void weft__stack_put(weft_stack_pool *p, weft_stack *s);
 
 /* Counters, for tests and diagnostics. */
 typedef struct weft_stack_stats {
-    size_t carved;      /* stacks created (all chunks) */
-    size_t idle;        /* stacks in the pool's shared free lists */
-    size_t warm_bytes;  /* bytes of idle stacks whose pages may be resident */
-    long outstanding;   /* stacks handed out and not returned, or -1 when
-                           not counted (builds with NDEBUG) */
+    size_t carved;     /* stacks created (all chunks) */
+    size_t idle;       /* stacks in the pool's shared free lists */
+    size_t warm_bytes; /* bytes of idle stacks whose pages may be resident */
+    long outstanding;  /* stacks handed out and not returned, or -1 when
+                          not counted (builds with NDEBUG) */
 } weft_stack_stats;
 void weft__stack_pool_stats(weft_stack_pool *p, weft_stack_stats *st);
 
@@ -151,7 +154,7 @@ void weft__stack_pool_stats(weft_stack_pool *p, weft_stack_stats *st);
 typedef struct weft_coro_host weft_coro_host;
 
 typedef struct weft_coro {
-    void *sp;             /* saved stack pointer while switched out */
+    void *sp; /* saved stack pointer while switched out */
     weft_stack *stack;
     weft_coro_host *host; /* the host that resumed it last */
     void *asan_fake;      /* ASan fake-stack handle while switched out */
@@ -164,12 +167,12 @@ typedef struct weft_coro {
  * and per thread inside weft_block_on). Caller-owned storage. */
 struct weft_coro_host {
     void *sp;
-    void *tsan_fiber;            /* the thread's own TSan fiber */
-    const void *asan_bottom;     /* the thread's stack, as ASan reports it */
+    void *tsan_fiber;        /* the thread's own TSan fiber */
+    const void *asan_bottom; /* the thread's stack, as ASan reports it */
     size_t asan_size;
     void *asan_fake;
-    weft_coro *running;          /* the coroutine running on this host, or NULL */
-    weft_coro_host *prev;        /* the thread's current host before this one */
+    weft_coro *running;   /* the coroutine running on this host, or NULL */
+    weft_coro_host *prev; /* the thread's current host before this one */
 };
 
 /* Initialises `h` for the calling thread, and installs (once per thread) an

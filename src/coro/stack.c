@@ -47,16 +47,7 @@
 
 #include "coro/coro.h"
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#define HAVE_VALGRIND 1
-#endif
-#endif
-#ifndef HAVE_VALGRIND
-#define VALGRIND_STACK_REGISTER(lo, hi) 0u
-#define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
-#endif
+#include "coro/vg.h"
 
 #if WEFT_CORO_ASAN
 #include <sanitizer/asan_interface.h>
@@ -70,17 +61,18 @@
 #endif
 
 /* ---- knobs ---- */
-#define GUARD_BYTES (16u << 10)  /* guard below each stack (>= 1 page): big
-                                    frames must not jump over it */
-#define CHUNK_BYTES (32u << 20)  /* address space per mapping */
+#define GUARD_BYTES                                                            \
+    (16u << 10)                 /* guard below each stack (>= 1 page): big     \
+                                   frames must not jump over it */
+#define CHUNK_BYTES (32u << 20) /* address space per mapping */
 #define CHUNK_MAX_STACKS 256u
 #define RETAIN_BYTES (64u << 20) /* idle stacks kept resident, per pool */
 #define RETAIN_SLACK (RETAIN_BYTES / 8) /* trim only past RETAIN + SLACK */
-#define TRIM_BATCH 256u          /* stacks released per trim */
-#define IOV_BATCH 64u            /* guards installed per process_madvise */
-#define TCACHE_MAX 32u           /* stacks per thread cache ... */
-#define TCACHE_BYTES (8u << 20)  /* ... and at most this many bytes */
-#define MPROTECT_BUDGET 16384L   /* mprotect-guarded stacks per process */
+#define TRIM_BATCH 256u                 /* stacks released per trim */
+#define IOV_BATCH 64u           /* guards installed per process_madvise */
+#define TCACHE_MAX 32u          /* stacks per thread cache ... */
+#define TCACHE_BYTES (8u << 20) /* ... and at most this many bytes */
+#define MPROTECT_BUDGET 16384L  /* mprotect-guarded stacks per process */
 #define MIN_STACK (16u << 10)
 #define MAX_STACK (1u << 30)
 
@@ -187,9 +179,9 @@ static int probe_madvise_guard(void)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     int ok = 0, fd[2];
-    char *m = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
-                   -1, 0);
+    char *m =
+        mmap(NULL, 2 * page, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (m == MAP_FAILED)
         return 0;
     if (madvise(m, page, MADV_GUARD_INSTALL) == 0 &&
@@ -239,8 +231,8 @@ static unsigned budget_take(unsigned want)
         take = have < (long)want ? have : (long)want;
         if (take <= 0)
             return 0;
-    } while (!atomic_compare_exchange_weak(&mprotect_budget, &have,
-                                           have - take));
+    } while (
+        !atomic_compare_exchange_weak(&mprotect_budget, &have, have - take));
     return (unsigned)take;
 }
 
@@ -261,12 +253,12 @@ static unsigned guard_batch(weft_stack_pool *p, struct chunk *ch, size_t slot)
     static _Atomic int unsupported;
     struct iovec iov[IOV_BATCH];
     unsigned done = 0;
-    while (done < ch->n && !atomic_load_explicit(&unsupported,
-                                                 memory_order_relaxed)) {
+    while (done < ch->n &&
+           !atomic_load_explicit(&unsupported, memory_order_relaxed)) {
         unsigned m = ch->n - done < IOV_BATCH ? ch->n - done : IOV_BATCH;
         for (unsigned j = 0; j < m; j++)
-            iov[j] = (struct iovec){ch->base + (done + j) * slot,
-                                    p->guard_size};
+            iov[j] =
+                (struct iovec){ch->base + (done + j) * slot, p->guard_size};
         long r = syscall(SYS_process_madvise, PIDFD_SELF, iov, m,
                          MADV_GUARD_INSTALL, 0);
         if (r < 0 && (errno == EINTR || errno == EAGAIN))
@@ -320,9 +312,9 @@ static struct chunk *chunk_new(weft_stack_pool *p, size_t size)
         return NULL;
     ch->len = n * slot;
     ch->n = (unsigned)n;
-    ch->base = mmap(NULL, ch->len, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
-                    -1, 0);
+    ch->base =
+        mmap(NULL, ch->len, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (ch->base == MAP_FAILED) {
         free(ch);
         return NULL;
@@ -393,8 +385,8 @@ static weft_stack *class_pop(weft_stack_pool *p, struct size_class *k)
     return s;
 }
 
-static void class_push(weft_stack_pool *p, struct size_class *k,
-                       weft_stack *s, int warm)
+static void class_push(weft_stack_pool *p, struct size_class *k, weft_stack *s,
+                       int warm)
 {
     if (warm) {
         s->next = k->warm;
@@ -494,8 +486,8 @@ static void tcache_bind(weft_stack_pool *p, size_t size)
     tcache_flush();
     tc.pool_id = p->id;
     tc.size = size;
-    tc.cap = TCACHE_BYTES / size < TCACHE_MAX ? TCACHE_BYTES / size
-                                              : TCACHE_MAX;
+    tc.cap =
+        TCACHE_BYTES / size < TCACHE_MAX ? TCACHE_BYTES / size : TCACHE_MAX;
     if (!tc_key_set && tc_key_ok) {
         pthread_setspecific(tc_key, &tc);
         tc_key_set = 1;
@@ -563,8 +555,13 @@ static weft_stack *hand_out(weft_stack_pool *p, weft_stack *s)
     if (s->used)
         __asan_unpoison_memory_region(s->lo, s->size);
 #endif
-    if (!s->guarded)
+    if (!s->guarded) {
+        /* memcheck sees lo as below the stack pointer of a stack it knows:
+         * writing there on purpose is not an error. */
+        VALGRIND_DISABLE_ERROR_REPORTING;
         *(volatile uint64_t *)(void *)s->lo = WEFT_STACK_CANARY;
+        VALGRIND_ENABLE_ERROR_REPORTING;
+    }
 #ifdef COUNT_OUTSTANDING
     atomic_fetch_add_explicit(&p->outstanding, 1, memory_order_relaxed);
 #else
@@ -654,8 +651,10 @@ void weft__stack_pool_free(weft_stack_pool *p)
 #ifdef COUNT_OUTSTANDING
     long left = atomic_load(&p->outstanding);
     if (left != 0) {
-        fprintf(stderr, "%s:%d: weft: stack pool freed with %ld stacks "
-                "still in use\n", __FILE__, __LINE__, left);
+        fprintf(stderr,
+                "%s:%d: weft: stack pool freed with %ld stacks "
+                "still in use\n",
+                __FILE__, __LINE__, left);
         abort();
     }
 #endif

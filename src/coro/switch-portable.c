@@ -9,7 +9,7 @@
  * weft__ctx_switch() call (or, for a fresh context, at the top of its
  * stack); the "stack pointer" the API trades in points to it.
  */
-#if !((defined(__x86_64__) || defined(__aarch64__)) && defined(__LP64__)) ||  \
+#if !((defined(__x86_64__) || defined(__aarch64__)) && defined(__LP64__)) ||   \
     defined(WEFT_PORTABLE_SWITCH)
 
 #include <stdint.h>
