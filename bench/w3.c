@@ -80,8 +80,8 @@ struct pp_future {
     weft_future base;
     struct w3 *w;
     bool pinger;
-    bool sending;   /* the operation in op is a send */
-    bool active;    /* op holds an initialised future */
+    bool sending; /* the operation in op is a send */
+    bool active;  /* op holds an initialised future */
     uint64_t i, v;
     uint64_t t0;
     weft_sync_op op;
@@ -112,8 +112,7 @@ static weft_poll pp_poll(weft_future *f, weft_cx *cx)
         weft_future *op = p->active ? &p->op.base : pp_start(p);
         if (weft_future_poll(op, cx) == WEFT_PENDING)
             return WEFT_PENDING;
-        int rc = op->err;
-        weft_future_free(op);
+        int rc = op->err; /* finished: the op needs no free */
         p->active = false;
         if (rc == -EPIPE && !p->pinger && !p->sending) {
             weft_chan_tx_free(w->ba_tx);
@@ -124,8 +123,7 @@ static weft_poll pp_poll(weft_future *f, weft_cx *cx)
         if (p->pinger && !p->sending) {
             if (p->v != p->i)
                 bench_fail(BENCH_EXIT_FAIL, "w3: got %llu, want %llu",
-                           (unsigned long long)p->v,
-                           (unsigned long long)p->i);
+                           (unsigned long long)p->v, (unsigned long long)p->i);
             p->i++;
         }
         p->sending = !p->sending;

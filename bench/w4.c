@@ -98,8 +98,7 @@ static weft_poll w4_poll(weft_future *f, weft_cx *cx)
         }
         if (weft_future_poll(&p->op.base, cx) == WEFT_PENDING)
             return WEFT_PENDING;
-        int rc = p->op.base.err;
-        weft_future_free(&p->op.base);
+        int rc = p->op.base.err; /* finished: the op needs no free */
         p->active = false;
         if (p->consumer) {
             if (rc == -EPIPE) {

@@ -73,8 +73,7 @@ static weft_poll parked_poll(weft_future *f, weft_cx *cx)
     }
     if (weft_future_poll(&p->op.base, cx) == WEFT_PENDING)
         return WEFT_PENDING;
-    int rc = p->op.base.err;
-    weft_future_free(&p->op.base);
+    int rc = p->op.base.err; /* finished: the op needs no free */
     p->active = false;
     if (rc != 0)
         fail_rc("recv", rc);
@@ -121,8 +120,8 @@ static void *w6_root(void *arg)
         if (rc < 0)
             fail_rc("weft_oneshot_new", rc);
         if (w->future) {
-            struct parked_future *p = (struct parked_future *)weft_future_new(
-                sizeof *p, &parked_ops);
+            struct parked_future *p =
+                (struct parked_future *)weft_future_new(sizeof *p, &parked_ops);
             if (!p)
                 bench_fail(BENCH_EXIT_FAIL, "w6: out of memory");
             p->rx = rx;

@@ -273,8 +273,8 @@ static void consume(struct stress *s, bool blocking)
         /* From one producer, in the order sent. */
         ASSERT_GE(m.seq, last[m.producer]);
         last[m.producer] = m.seq + 1;
-        unsigned char was = atomic_fetch_add(
-            &s->seen[(size_t)m.producer * s->per + m.seq], 1);
+        unsigned char was =
+            atomic_fetch_add(&s->seen[(size_t)m.producer * s->per + m.seq], 1);
         ASSERT_EQ(was, 0);
         atomic_fetch_add(&s->received, 1);
     }
@@ -346,8 +346,9 @@ static void *stress_body(void *arg)
     for (int i = 0; i < nc; i++) {
         wa[i].s = s;
         if (i < s->thread_consumers)
-            ASSERT_EQ(pthread_create(&threads[nth++], NULL, consumer_thread,
-                                     &wa[i]), 0);
+            ASSERT_EQ(
+                pthread_create(&threads[nth++], NULL, consumer_thread, &wa[i]),
+                0);
         else
             ASSERT_OK(weft_spawn(NULL, &tasks[nt++], consumer_task, &wa[i]));
     }
@@ -356,8 +357,8 @@ static void *stress_body(void *arg)
         w->s = s;
         w->id = (uint32_t)i;
         if (i < s->thread_producers)
-            ASSERT_EQ(pthread_create(&threads[nth++], NULL, producer_thread,
-                                     w), 0);
+            ASSERT_EQ(pthread_create(&threads[nth++], NULL, producer_thread, w),
+                      0);
         else
             ASSERT_OK(weft_spawn(NULL, &tasks[nt++], producer_task, w));
     }
@@ -1186,8 +1187,7 @@ static void *bcast_stress_body(void *arg)
         weft_task_free(h[i]);
     }
     pthread_join(th, NULL);
-    ASSERT_EQ(atomic_load(&s->total),
-              (long)s->receivers * s->senders * s->per);
+    ASSERT_EQ(atomic_load(&s->total), (long)s->receivers * s->senders * s->per);
     return NULL;
 }
 

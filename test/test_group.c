@@ -258,7 +258,7 @@ static void *full_body(void *arg)
     settle();
     ASSERT_EQ(atomic_load(&f.spawned), 0); /* suspended: no slot */
     ASSERT(!weft_task_done(s));
-    weft_notify_one(&f.go); /* one child finishes */
+    weft_notify_one(&f.go);        /* one child finishes */
     ASSERT_OK(weft_join(s, NULL)); /* the spawner got its slot */
     ASSERT_EQ(atomic_load(&f.spawned), 1);
     weft_task_free(s);
@@ -328,17 +328,39 @@ static int blocked_somewhere(void *arg)
     int rc = -1;
     atomic_fetch_add(&e->started, 1);
     switch (p->kind) {
-    case 0: rc = weft_chan_recv(e->rx, &v); break;
-    case 1: rc = weft_chan_send(e->tx, &v); break; /* channel full */
-    case 2: rc = weft_mutex_lock(&e->m); break;
-    case 3: rc = weft_rwlock_write(&e->rw); break;
-    case 4: rc = weft_sem_acquire(&e->sem, 1); break;
-    case 5: rc = weft_notify_wait(&e->n); break;
-    case 6: rc = weft_barrier_wait(&e->b); break;
-    case 7: rc = weft_oneshot_recv(e->orx, &v); break;
-    case 8: rc = weft_bcast_recv(e->brx, &v); break;
-    case 9: rc = weft_watch_recv(e->wrx, &v); break;
-    case 10: rc = weft_join(e->forever, NULL); break;
+    case 0:
+        rc = weft_chan_recv(e->rx, &v);
+        break;
+    case 1:
+        rc = weft_chan_send(e->tx, &v);
+        break; /* channel full */
+    case 2:
+        rc = weft_mutex_lock(&e->m);
+        break;
+    case 3:
+        rc = weft_rwlock_write(&e->rw);
+        break;
+    case 4:
+        rc = weft_sem_acquire(&e->sem, 1);
+        break;
+    case 5:
+        rc = weft_notify_wait(&e->n);
+        break;
+    case 6:
+        rc = weft_barrier_wait(&e->b);
+        break;
+    case 7:
+        rc = weft_oneshot_recv(e->orx, &v);
+        break;
+    case 8:
+        rc = weft_bcast_recv(e->brx, &v);
+        break;
+    case 9:
+        rc = weft_watch_recv(e->wrx, &v);
+        break;
+    case 10:
+        rc = weft_join(e->forever, NULL);
+        break;
     case 11:
         while ((rc = weft_yield()) == 0)
             ;
@@ -357,7 +379,8 @@ static int blocked_somewhere(void *arg)
         weft_group_free(inner);
         break;
     }
-    default: (void)never_ends_fn;
+    default:
+        (void)never_ends_fn;
     }
     atomic_store(&e->results[p->kind], rc);
     return rc;

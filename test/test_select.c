@@ -435,10 +435,9 @@ static void *join_all_body(void *arg)
     weft_chan_rx *rx;
     ASSERT_OK(weft_chan_new(&tx, &rx, sizeof(uint64_t), 4));
     uint64_t got[3] = {0};
-    weft_future *fs[4] = {weft_chan_recv_future(rx, &got[0]),
-                          weft_chan_recv_future(rx, &got[1]),
-                          weft_yield_future(),
-                          weft_chan_recv_future(rx, &got[2])};
+    weft_future *fs[4] = {
+        weft_chan_recv_future(rx, &got[0]), weft_chan_recv_future(rx, &got[1]),
+        weft_yield_future(), weft_chan_recv_future(rx, &got[2])};
     weft_task *t;
     uint64_t x = 1;
     ASSERT_OK(weft_chan_send(tx, &x));

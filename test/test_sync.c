@@ -1162,8 +1162,7 @@ static void *deadline_body(void *arg)
     struct blocked init;
     start_blocked(&init, once_forever_fn, args); /* initialising forever */
     void *v;
-    ASSERT_EQ(weft_once_get_dl(&o, init_forever, &never, &v,
-                               weft_now() + 10),
+    ASSERT_EQ(weft_once_get_dl(&o, init_forever, &never, &v, weft_now() + 10),
               -ETIMEDOUT);
     cancel_blocked(&init);
     ASSERT_EQ(weft_once_try_get(&o, &v), -EAGAIN);

@@ -56,13 +56,16 @@ extern "C" {
 #endif
 
 /* Storage for one operation future in caller-owned memory (the *_init
- * functions). Its first member is the future; the rest is weft's. Keep it
- * where it is (no memcpy) from initialisation until weft_future_free(). One
- * weft_sync_op holds one operation at a time; initialise it again for the
- * next one after freeing. */
+ * functions), 96 bytes. Its first member is the future; the rest is weft's.
+ * Keep it where it is (no memcpy) from initialisation until the operation
+ * has finished or been freed. One weft_sync_op holds one operation at a
+ * time. An operation that returned WEFT_READY holds nothing: initialise the
+ * storage again for the next one, with or without weft_future_free() first
+ * (a stackless loop saves the call). One that has not finished must be
+ * freed with weft_future_free(), which cancels it and frees nothing. */
 typedef struct weft_sync_op {
     weft_future base;
-    void *opaque_[10];
+    void *opaque_[8];
 } weft_sync_op;
 
 /* ======================================================================== */
@@ -158,8 +161,8 @@ WEFT_API weft_future *weft_chan_send_future_at(weft_chan_tx *tx,
 
 /* The send future in `op`. Borrows `msg`, which must stay valid and
  * unchanged until the future is freed. */
-WEFT_API weft_future *weft_chan_send_init_at(weft_sync_op *op,
-                                             weft_chan_tx *tx, const void *msg,
+WEFT_API weft_future *weft_chan_send_init_at(weft_sync_op *op, weft_chan_tx *tx,
+                                             const void *msg,
                                              const weft_site *site);
 #define weft_chan_send_init(op, tx, msg)                                       \
     weft_chan_send_init_at((op), (tx), (msg), WEFT_HERE)
@@ -193,9 +196,8 @@ WEFT_API weft_future *weft_chan_recv_future_at(weft_chan_rx *rx, void *out,
     weft_chan_recv_future_at((rx), (out), WEFT_HERE)
 
 /* The receive future in `op`. */
-WEFT_API weft_future *weft_chan_recv_init_at(weft_sync_op *op,
-                                             weft_chan_rx *rx, void *out,
-                                             const weft_site *site);
+WEFT_API weft_future *weft_chan_recv_init_at(weft_sync_op *op, weft_chan_rx *rx,
+                                             void *out, const weft_site *site);
 #define weft_chan_recv_init(op, rx, out)                                       \
     weft_chan_recv_init_at((op), (rx), (out), WEFT_HERE)
 
@@ -310,8 +312,7 @@ WEFT_API int weft_bcast_send(weft_bcast_tx *tx, const void *msg);
  *   -ECANCELED, -ETIMEDOUT, -EPERM  as every suspending call.
  * Cancellation safe (the receiver's position does not move). Suspends. */
 WEFT_API int weft_bcast_recv(weft_bcast_rx *rx, void *out);
-WEFT_API int weft_bcast_recv_dl(weft_bcast_rx *rx, void *out,
-                                int64_t deadline);
+WEFT_API int weft_bcast_recv_dl(weft_bcast_rx *rx, void *out, int64_t deadline);
 /* Without waiting: -EAGAIN when nothing new. Any thread. */
 WEFT_API int weft_bcast_try_recv(weft_bcast_rx *rx, void *out);
 /* For a plain thread. */
@@ -372,8 +373,7 @@ WEFT_API int weft_watch_get(weft_watch_rx *rx, void *out);
  *   -ECANCELED, -ETIMEDOUT, -EPERM  as every suspending call.
  * Cancellation safe (nothing is marked seen). Suspends. */
 WEFT_API int weft_watch_recv(weft_watch_rx *rx, void *out);
-WEFT_API int weft_watch_recv_dl(weft_watch_rx *rx, void *out,
-                                int64_t deadline);
+WEFT_API int weft_watch_recv_dl(weft_watch_rx *rx, void *out, int64_t deadline);
 /* Without waiting: -EAGAIN when nothing new. Any thread. */
 WEFT_API int weft_watch_try_recv(weft_watch_rx *rx, void *out);
 /* For a plain thread. */
@@ -401,7 +401,8 @@ WEFT_API weft_future *weft_watch_recv_init_at(weft_sync_op *op,
  * belongs to whoever acquired it, not to a task: another task may release
  * it. */
 
-/* ---- mutex ---------------------------------------------------------------- */
+/* ---- mutex ----------------------------------------------------------------
+ */
 
 /* An async mutex with FIFO hand-off: unlocking passes the lock directly to
  * the oldest waiter, so no waiter can be overtaken or starved. Hold it
@@ -412,10 +413,9 @@ typedef struct weft_mutex {
 } weft_mutex;
 
 /* A statically initialised, unlocked mutex (all-zero). */
-#define WEFT_MUTEX_INIT                                                        \
-    {                                                                          \
-        { 0 }                                                                  \
-    }
+/* clang-format off */
+#define WEFT_MUTEX_INIT {{0}}
+/* clang-format on */
 
 /* Initialises `m` unlocked. */
 WEFT_API void weft_mutex_init(weft_mutex *m);
@@ -441,13 +441,15 @@ WEFT_API weft_future *weft_mutex_lock_future_at(weft_mutex *m,
 #define weft_mutex_lock_future(m) weft_mutex_lock_future_at((m), WEFT_HERE)
 WEFT_API weft_future *weft_mutex_lock_init_at(weft_sync_op *op, weft_mutex *m,
                                               const weft_site *site);
-#define weft_mutex_lock_init(op, m) weft_mutex_lock_init_at((op), (m), WEFT_HERE)
+#define weft_mutex_lock_init(op, m)                                            \
+    weft_mutex_lock_init_at((op), (m), WEFT_HERE)
 
 /* Unlocks `m`, handing it to the oldest waiter if there is one. Unlocking a
  * mutex that is not locked aborts. Never waits. */
 WEFT_API void weft_mutex_unlock(weft_mutex *m);
 
-/* ---- read-write lock ------------------------------------------------------ */
+/* ---- read-write lock ------------------------------------------------------
+ */
 
 /* Many readers or one writer, granted in FIFO order: a writer waits for the
  * readers ahead of it, and readers that arrive after a waiting writer wait
@@ -457,10 +459,9 @@ typedef struct weft_rwlock {
     void *opaque_[4];
 } weft_rwlock;
 
-#define WEFT_RWLOCK_INIT                                                       \
-    {                                                                          \
-        { 0 }                                                                  \
-    }
+/* clang-format off */
+#define WEFT_RWLOCK_INIT {{0}}
+/* clang-format on */
 
 WEFT_API void weft_rwlock_init(weft_rwlock *rw);
 /* Returns 0, or -EBUSY if held or waited on. */
@@ -502,7 +503,8 @@ WEFT_API weft_future *weft_rwlock_write_init_at(weft_sync_op *op,
  * (the lock knows which kind is held). Releasing an unheld lock aborts. */
 WEFT_API void weft_rwlock_unlock(weft_rwlock *rw);
 
-/* ---- semaphore ------------------------------------------------------------ */
+/* ---- semaphore ------------------------------------------------------------
+ */
 
 /* A counter of permits. Waiters are served in FIFO order: a large request
  * at the head is not overtaken by smaller ones behind it. */
@@ -529,8 +531,7 @@ WEFT_API weft_future *weft_sem_acquire_future_at(weft_sem *s, size_t n,
 #define weft_sem_acquire_future(s, n)                                          \
     weft_sem_acquire_future_at((s), (n), WEFT_HERE)
 WEFT_API weft_future *weft_sem_acquire_init_at(weft_sync_op *op, weft_sem *s,
-                                               size_t n,
-                                               const weft_site *site);
+                                               size_t n, const weft_site *site);
 #define weft_sem_acquire_init(op, s, n)                                        \
     weft_sem_acquire_init_at((op), (s), (n), WEFT_HERE)
 
@@ -540,7 +541,8 @@ WEFT_API void weft_sem_release(weft_sem *s, size_t n);
 /* Returns the permits available now (a snapshot). */
 WEFT_API size_t weft_sem_available(weft_sem *s);
 
-/* ---- notify --------------------------------------------------------------- */
+/* ---- notify ---------------------------------------------------------------
+ */
 
 /* Wakes waiting tasks, tokio's Notify: weft_notify_one() wakes the oldest
  * waiter or, if none waits, stores one permit that the next wait consumes
@@ -550,10 +552,9 @@ typedef struct weft_notify {
     void *opaque_[4];
 } weft_notify;
 
-#define WEFT_NOTIFY_INIT                                                       \
-    {                                                                          \
-        { 0 }                                                                  \
-    }
+/* clang-format off */
+#define WEFT_NOTIFY_INIT {{0}}
+/* clang-format on */
 
 WEFT_API void weft_notify_init(weft_notify *n);
 /* Returns 0, or -EBUSY if waited on. */
@@ -571,8 +572,7 @@ WEFT_API int weft_notify_wait_blocking(weft_notify *n);
 WEFT_API weft_future *weft_notify_wait_future_at(weft_notify *n,
                                                  const weft_site *site);
 #define weft_notify_wait_future(n) weft_notify_wait_future_at((n), WEFT_HERE)
-WEFT_API weft_future *weft_notify_wait_init_at(weft_sync_op *op,
-                                               weft_notify *n,
+WEFT_API weft_future *weft_notify_wait_init_at(weft_sync_op *op, weft_notify *n,
                                                const weft_site *site);
 #define weft_notify_wait_init(op, n)                                           \
     weft_notify_wait_init_at((op), (n), WEFT_HERE)
@@ -582,7 +582,8 @@ WEFT_API void weft_notify_one(weft_notify *n);
 /* Wakes every current waiter; stores nothing. Never waits. */
 WEFT_API void weft_notify_all(weft_notify *n);
 
-/* ---- barrier -------------------------------------------------------------- */
+/* ---- barrier --------------------------------------------------------------
+ */
 
 /* Lets `n` parties wait for each other: the n-th arrival releases them all,
  * and the barrier is ready for the next round. */
@@ -617,7 +618,8 @@ WEFT_API weft_future *weft_barrier_wait_init_at(weft_sync_op *op,
 #define weft_barrier_wait_init(op, b)                                          \
     weft_barrier_wait_init_at((op), (b), WEFT_HERE)
 
-/* ---- once-cell ------------------------------------------------------------ */
+/* ---- once-cell ------------------------------------------------------------
+ */
 
 /* A value initialised once, asynchronously: the first caller runs the
  * initialiser (which may suspend), concurrent callers wait for it, and
@@ -628,10 +630,9 @@ typedef struct weft_once {
     void *opaque_[4];
 } weft_once;
 
-#define WEFT_ONCE_INIT                                                         \
-    {                                                                          \
-        { 0 }                                                                  \
-    }
+/* clang-format off */
+#define WEFT_ONCE_INIT {{0}}
+/* clang-format on */
 
 /* An initialiser: returns 0 and stores the value in *value, or a negative
  * errno value. Runs on the caller's task (or thread). */
@@ -657,8 +658,8 @@ WEFT_API int weft_once_get(weft_once *o, weft_once_fn init, void *arg,
 WEFT_API int weft_once_get_dl(weft_once *o, weft_once_fn init, void *arg,
                               void **value, int64_t deadline);
 /* For a plain thread: init runs on the thread; waits block it. */
-WEFT_API int weft_once_get_blocking(weft_once *o, weft_once_fn init,
-                                    void *arg, void **value);
+WEFT_API int weft_once_get_blocking(weft_once *o, weft_once_fn init, void *arg,
+                                    void **value);
 /* As a future: if the cell is empty and free when polled, calls make(arg)
  * and polls the future it returns as the initialiser (its value is stored
  * if its err is 0). Ready with the cell's value (err 0) or the
@@ -667,8 +668,7 @@ WEFT_API int weft_once_get_blocking(weft_once *o, weft_once_fn init,
  * is exhausted. */
 WEFT_API weft_future *weft_once_get_future_at(weft_once *o,
                                               weft_future *(*make)(void *arg),
-                                              void *arg,
-                                              const weft_site *site);
+                                              void *arg, const weft_site *site);
 #define weft_once_get_future(o, make, arg)                                     \
     weft_once_get_future_at((o), (make), (arg), WEFT_HERE)
 /* The value if set: 0, or -EAGAIN. Never waits. */

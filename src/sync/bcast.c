@@ -12,9 +12,9 @@ struct weft_bcast {
     uint32_t senders;
     size_t receivers;
     size_t elem;
-    size_t cap;     /* messages kept */
-    size_t size;    /* slots: a power of two >= cap */
-    uint64_t tail;  /* sequence number of the next message */
+    size_t cap;    /* messages kept */
+    size_t size;   /* slots: a power of two >= cap */
+    uint64_t tail; /* sequence number of the next message */
     char *buf;
     struct waitq q; /* receivers waiting for a message */
 };
@@ -193,7 +193,7 @@ static weft_poll recv_poll(weft_future *f, weft_cx *cx)
     if (budget_spent(cx))
         return WEFT_PENDING;
     sync_lock(&b->lock);
-    int rc = recv_locked(r, op->ptr);
+    int rc = recv_locked(r, op->w.ptr);
     if (rc == -EAGAIN) {
         waiter_enqueue(&b->q, &op->w, cx);
         sync_unlock(&b->lock);

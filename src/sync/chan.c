@@ -138,8 +138,9 @@ static void grant_senders(struct weft_chan *c, struct wake_list *wl)
 /* Sends `msg` if that needs no wait. `reserved`: the caller held a slot
  * reservation (already given back), so capacity is not checked.
  * Returns 0, -EPIPE, -ENOMEM, or -EAGAIN (full). */
-static inline int send_locked(struct weft_chan *c, const void *msg,
-                              bool reserved, struct wake_list *wl)
+static inline __attribute__((always_inline)) int
+send_locked(struct weft_chan *c, const void *msg, bool reserved,
+            struct wake_list *wl)
 {
     if (weft_unlikely(!c->receivers))
         return -EPIPE;
@@ -156,8 +157,8 @@ static inline int send_locked(struct weft_chan *c, const void *msg,
 }
 
 /* Receives into `out` if that needs no wait: 0, -EPIPE, or -EAGAIN. */
-static inline int recv_locked(struct weft_chan *c, void *out,
-                              struct wake_list *wl)
+static inline __attribute__((always_inline)) int
+recv_locked(struct weft_chan *c, void *out, struct wake_list *wl)
 {
     if (c->len) {
         ring_pop(c, out);
@@ -170,8 +171,7 @@ static inline int recv_locked(struct weft_chan *c, void *out,
 
 /* A message handed to a receive future that was then dropped goes back: to
  * the next waiting receiver, or to the front of the buffer. */
-static void put_back(struct weft_chan *c, const void *msg,
-                     struct wake_list *wl)
+static void put_back(struct weft_chan *c, const void *msg, struct wake_list *wl)
 {
     struct waiter *r = c->recvq.head;
     if (r) {
@@ -206,7 +206,7 @@ static weft_poll send_poll(weft_future *f, weft_cx *cx)
         /* Woken with a slot reserved for us. */
         sync_lock(&c->lock);
         c->reserved--;
-        rc = send_locked(c, op->ptr, true, &wl);
+        rc = send_locked(c, op->w.ptr, true, &wl);
         if (rc < 0)
             grant_senders(c, &wl);
         sync_unlock(&c->lock);
@@ -217,7 +217,7 @@ static weft_poll send_poll(weft_future *f, weft_cx *cx)
     if (budget_spent(cx))
         return WEFT_PENDING;
     sync_lock(&c->lock);
-    rc = send_locked(c, op->ptr, false, &wl);
+    rc = send_locked(c, op->w.ptr, false, &wl);
     if (rc == -EAGAIN) {
         waiter_enqueue(&c->sendq, &op->w, cx);
         sync_unlock(&c->lock);
@@ -272,9 +272,8 @@ static weft_poll recv_poll(weft_future *f, weft_cx *cx)
     if (budget_spent(cx))
         return WEFT_PENDING;
     sync_lock(&c->lock);
-    int rc = recv_locked(c, op->ptr, &wl);
+    int rc = recv_locked(c, op->w.ptr, &wl);
     if (rc == -EAGAIN) {
-        op->w.ptr = op->ptr;
         waiter_enqueue(&c->recvq, &op->w, cx);
         sync_unlock(&c->lock);
         return WEFT_PENDING;
@@ -297,7 +296,7 @@ static void recv_drop(weft_future *f)
     /* A message was handed to us and nobody will read it: give it back. */
     struct wake_list wl = {NULL};
     sync_lock(&c->lock);
-    put_back(c, op->ptr, &wl);
+    put_back(c, op->w.ptr, &wl);
     sync_unlock(&c->lock);
     wake_list_run(&wl);
 }
@@ -474,16 +473,16 @@ weft_future *weft_chan_send_future_at(weft_chan_tx *tx, const void *msg,
     if (!f)
         return NULL;
     struct sync_op *op = (struct sync_op *)f;
-    op->ptr = op + 1; /* the message travels in the future */
-    memcpy(op->ptr, msg, c->elem);
+    op->w.ptr = op + 1; /* the message travels in the future */
+    memcpy(op->w.ptr, msg, c->elem);
     return f;
 }
 
 weft_future *weft_chan_send_init_at(weft_sync_op *op, weft_chan_tx *tx,
                                     const void *msg, const weft_site *site)
 {
-    return sync_op_init((struct sync_op *)op, &send_ops, site, tx,
-                        (void *)msg, 0);
+    return sync_op_init((struct sync_op *)op, &send_ops, site, tx, (void *)msg,
+                        0);
 }
 
 /* ---- receiving ---- */
@@ -516,7 +515,6 @@ int weft_chan_recv(weft_chan_rx *rx, void *out)
             return rc;
         }
         sync_op_init(&op, &recv_ops, NULL, c, out, 0);
-        op.w.ptr = out;
         waiter_enqueue(&c->recvq, &op.w, &w->cx);
         sync_unlock(&c->lock);
         return sync_await_queued(&op, NULL);

@@ -133,9 +133,9 @@ weft_future *weft_mutex_lock_init_at(weft_sync_op *op, weft_mutex *m,
 
 struct rwlock_impl {
     struct sync_lock lock;
-    uint32_t writer;  /* a writer holds it */
-    size_t readers;   /* readers holding it */
-    struct waitq q;   /* waiter.arg: 1 for a writer, 0 for a reader */
+    uint32_t writer; /* a writer holds it */
+    size_t readers;  /* readers holding it */
+    struct waitq q;  /* waiter.arg: 1 for a writer, 0 for a reader */
 };
 
 _Static_assert(sizeof(struct rwlock_impl) <= sizeof(weft_rwlock),
@@ -238,7 +238,7 @@ static weft_poll rw_poll(weft_future *f, weft_cx *cx)
 {
     struct sync_op *op = (struct sync_op *)f;
     struct rwlock_impl *x = op->obj;
-    bool write = op->arg != 0;
+    bool write = op->w.arg != 0;
     uint32_t s = waiter_state(&op->w);
     if (s != W_IDLE) {
         if (s == W_QUEUED && waiter_repoll(&x->lock, &op->w, cx))
@@ -251,7 +251,6 @@ static weft_poll rw_poll(weft_future *f, weft_cx *cx)
         return WEFT_PENDING;
     sync_lock(&x->lock);
     if (!rw_free_for(x, write)) {
-        op->w.arg = write;
         waiter_enqueue(&x->q, &op->w, cx);
         sync_unlock(&x->lock);
         return WEFT_PENDING;
@@ -323,14 +322,12 @@ int weft_rwlock_write_blocking(weft_rwlock *rw)
     return weft__sync_block(&op.base, NULL);
 }
 
-weft_future *weft_rwlock_read_future_at(weft_rwlock *rw,
-                                        const weft_site *site)
+weft_future *weft_rwlock_read_future_at(weft_rwlock *rw, const weft_site *site)
 {
     return weft__sync_op_new(0, &rw_ops, site, rw, NULL, 0);
 }
 
-weft_future *weft_rwlock_write_future_at(weft_rwlock *rw,
-                                         const weft_site *site)
+weft_future *weft_rwlock_write_future_at(weft_rwlock *rw, const weft_site *site)
 {
     return weft__sync_op_new(0, &rw_ops, site, rw, NULL, 1);
 }

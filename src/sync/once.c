@@ -121,8 +121,7 @@ static const weft_future_ops wait_ops = {
 
 enum once_mode { MODE_CORO, MODE_BLOCK, MODE_DEADLINE };
 
-static int once_wait(struct once_impl *x, enum once_mode mode,
-                     int64_t deadline)
+static int once_wait(struct once_impl *x, enum once_mode mode, int64_t deadline)
 {
     struct sync_op op;
     sync_op_init(&op, &wait_ops, NULL, x, NULL, 0);
@@ -218,7 +217,7 @@ static weft_poll get_poll(weft_future *f, weft_cx *cx)
             return weft_future_set(f, v, 0);
         if (step == STEP_WAIT)
             return WEFT_PENDING;
-        of->inner = of->make(of->op.ptr);
+        of->inner = of->make(of->op.w.ptr);
         if (!of->inner) {
             once_finish(x, -ENOMEM, NULL);
             return weft_future_set(f, NULL, -ENOMEM);
@@ -248,8 +247,8 @@ static const weft_future_ops get_ops = {
 };
 
 weft_future *weft_once_get_future_at(weft_once *o,
-                                     weft_future *(*make)(void *arg),
-                                     void *arg, const weft_site *site)
+                                     weft_future *(*make)(void *arg), void *arg,
+                                     const weft_site *site)
 {
     struct once_future *of = (struct once_future *)weft__sync_op_new(
         sizeof *of - sizeof of->op, &get_ops, site, o, arg, 0);

@@ -60,8 +60,8 @@ static void os_release(struct weft_oneshot *o, uint32_t side,
                        struct wake_list *wl)
 {
     o->flags |= side;
-    bool gone = (o->flags & (OS_TX_GONE | OS_RX_GONE)) ==
-                (OS_TX_GONE | OS_RX_GONE);
+    bool gone =
+        (o->flags & (OS_TX_GONE | OS_RX_GONE)) == (OS_TX_GONE | OS_RX_GONE);
     sync_unlock(&o->lock);
     wake_list_run(wl);
     if (gone) {
@@ -145,9 +145,8 @@ static weft_poll os_recv_poll(weft_future *f, weft_cx *cx)
     if (budget_spent(cx))
         return WEFT_PENDING;
     sync_lock(&o->lock);
-    int rc = os_recv_locked(o, op->ptr);
+    int rc = os_recv_locked(o, op->w.ptr);
     if (rc == -EAGAIN) {
-        op->w.ptr = op->ptr;
         waiter_enqueue(&o->q, &op->w, cx);
         sync_unlock(&o->lock);
         return WEFT_PENDING;
@@ -168,7 +167,7 @@ static void os_recv_drop(weft_future *f)
         return;
     /* The message was handed to us and will not be read: keep it. */
     sync_lock(&o->lock);
-    memcpy(o->value, op->ptr, o->elem);
+    memcpy(o->value, op->w.ptr, o->elem);
     o->flags = (o->flags & ~(uint32_t)OS_TAKEN) | OS_VALUE;
     sync_unlock(&o->lock);
 }

@@ -59,7 +59,7 @@ struct select_future {
     weft_future base;
     weft_future **fs; /* the children (the caller's array, or inline) */
     size_t n;
-    size_t *index;    /* where to report the winner; may be NULL */
+    size_t *index; /* where to report the winner; may be NULL */
     weft_future *inline_fs[];
 };
 
@@ -140,8 +140,8 @@ struct join_all_future {
     weft_future base;
     weft_future **fs;
     size_t n;
-    size_t left;     /* children not finished */
-    size_t failed;   /* lowest index that failed, or n */
+    size_t left;   /* children not finished */
+    size_t failed; /* lowest index that failed, or n */
     int fail_err;
     void **values;
     int *errs;
@@ -215,9 +215,8 @@ int weft_join_all(weft_future **fs, size_t n, void **values, int *errs)
     return run_here(&jf.base, NULL);
 }
 
-weft_future *weft_join_all_future_at(weft_future **fs, size_t n,
-                                     void **values, int *errs,
-                                     const weft_site *site)
+weft_future *weft_join_all_future_at(weft_future **fs, size_t n, void **values,
+                                     int *errs, const weft_site *site)
 {
     struct join_all_future *jf = NULL;
     if (!any_null(fs, n) && n < SIZE_MAX / sizeof *fs / 2)

@@ -6,11 +6,9 @@
 /* Takes `w` off `q` if it is still queued and then runs `regrant` under the
  * same lock (the node may have been holding back the waiters behind it).
  * Returns IDLE if it was taken off, DONE if a completer got it first. */
-static uint32_t cancel_and_regrant(struct sync_lock *l, struct waitq *q,
-                                   struct waiter *w,
-                                   void (*regrant)(void *obj,
-                                                   struct wake_list *wl),
-                                   void *obj)
+static uint32_t
+cancel_and_regrant(struct sync_lock *l, struct waitq *q, struct waiter *w,
+                   void (*regrant)(void *obj, struct wake_list *wl), void *obj)
 {
     uint32_t s = atomic_load_explicit(&w->state, memory_order_acquire);
     if (s == W_IDLE)
@@ -18,8 +16,7 @@ static uint32_t cancel_and_regrant(struct sync_lock *l, struct waitq *q,
     if (s == W_QUEUED) {
         struct wake_list wl = {NULL};
         sync_lock(l);
-        if (atomic_load_explicit(&w->state, memory_order_relaxed) ==
-            W_QUEUED) {
+        if (atomic_load_explicit(&w->state, memory_order_relaxed) == W_QUEUED) {
             waitq_remove(q, w);
             waiter_reset(w);
             if (regrant)
@@ -136,8 +133,7 @@ static weft_poll acquire_poll(weft_future *f, weft_cx *cx)
     if (budget_spent(cx))
         return WEFT_PENDING;
     sync_lock(&x->lock);
-    if (!sem_take(x, op->arg)) {
-        op->w.arg = op->arg;
+    if (!sem_take(x, op->w.arg)) {
         waiter_enqueue(&x->q, &op->w, cx);
         sync_unlock(&x->lock);
         return WEFT_PENDING;
@@ -152,7 +148,7 @@ static void acquire_drop(weft_future *f)
     struct sync_op *op = (struct sync_op *)f;
     struct sem_impl *x = op->obj;
     if (cancel_and_regrant(&x->lock, &x->q, &op->w, sem_grant, x) == W_DONE)
-        weft_sem_release((weft_sem *)x, op->arg); /* granted and unused */
+        weft_sem_release((weft_sem *)x, op->w.arg); /* granted and unused */
 }
 
 static const weft_future_ops acquire_ops = {
@@ -422,8 +418,7 @@ int weft_barrier_wait_blocking(weft_barrier *b)
     return leader_of(rc, v);
 }
 
-weft_future *weft_barrier_wait_future_at(weft_barrier *b,
-                                         const weft_site *site)
+weft_future *weft_barrier_wait_future_at(weft_barrier *b, const weft_site *site)
 {
     return weft__sync_op_new(0, &barrier_ops, site, b, NULL, 0);
 }

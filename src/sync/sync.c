@@ -63,9 +63,9 @@ weft_future *weft__sync_op_new(size_t extra, const weft_future_ops *ops,
         sizeof(struct sync_op) + extra, ops, site);
     if (!op)
         return NULL;
+    op->w.ptr = ptr;
+    op->w.arg = arg;
     op->obj = obj;
-    op->ptr = ptr;
-    op->arg = arg;
     return &op->base;
 }
 
@@ -122,9 +122,8 @@ int weft__sync_block(weft_future *f, void **value)
      * (sync.h), and this frame outlives it: a parker on the stack does. */
     struct weft_parker p;
     weft__parker_init(&p);
-    struct weft_cx cx = {.waker = weft__parker_waker(&p),
-                         .task = NULL,
-                         .budget = INT_MAX};
+    struct weft_cx cx = {
+        .waker = weft__parker_waker(&p), .task = NULL, .budget = INT_MAX};
     while (weft_future_poll(f, &cx) == WEFT_PENDING)
         weft__parker_park(&p);
     int err = f->err;

@@ -80,9 +80,9 @@ struct waiter {
                                    nodes until they are woken */
     weft_waker waker;           /* borrowed; see above */
     _Atomic uint32_t state;
-    int32_t result;             /* written by the completer before DONE */
-    uint64_t arg;               /* per primitive: permits, reader/writer, ... */
-    void *ptr;                  /* per primitive: where a message goes */
+    int32_t result; /* written by the completer before DONE */
+    uint64_t arg;   /* per primitive: permits, reader/writer, ... */
+    void *ptr;      /* per primitive: where a message goes */
 };
 
 struct waitq {
@@ -171,8 +171,9 @@ static inline void wake_list_run(struct wake_list *wl)
     struct waiter *w = wl->head;
     while (w) {
         struct waiter *next = w->next;
-        weft_waker wk = w->waker;
-        weft_waker_wake_by_ref(&wk);
+        const weft_waker_vtable *vt = w->waker.vtable;
+        if (vt)
+            vt->wake_by_ref(w->waker.data);
         atomic_store_explicit(&w->state, W_DONE, memory_order_release);
         w = next;
     }
@@ -205,8 +206,8 @@ static inline bool waiter_repoll(struct sync_lock *l, struct waiter *w,
     if (weft_likely(weft_waker_will_wake(&w->waker, &cx->waker)))
         return true;
     sync_lock(l);
-    bool queued = atomic_load_explicit(&w->state, memory_order_relaxed) ==
-                  W_QUEUED;
+    bool queued =
+        atomic_load_explicit(&w->state, memory_order_relaxed) == W_QUEUED;
     if (queued)
         w->waker = cx->waker;
     sync_unlock(l);
@@ -226,8 +227,7 @@ static inline uint32_t waiter_cancel(struct sync_lock *l, struct waitq *q,
         return W_IDLE;
     if (s == W_QUEUED) {
         sync_lock(l);
-        if (atomic_load_explicit(&w->state, memory_order_relaxed) ==
-            W_QUEUED) {
+        if (atomic_load_explicit(&w->state, memory_order_relaxed) == W_QUEUED) {
             waitq_remove(q, w);
             waiter_reset(w);
             sync_unlock(l);
@@ -263,10 +263,9 @@ static inline void budget_use(weft_cx *cx)
  * coroutine's stack). */
 struct sync_op {
     weft_future base;
-    struct waiter w;
-    void *obj;    /* the primitive */
-    void *ptr;    /* message buffer, or another per-operation pointer */
-    uint64_t arg; /* per operation */
+    struct waiter w; /* w.ptr: the message buffer (or another pointer the
+                        operation needs); w.arg: a per-operation number */
+    void *obj;       /* the primitive */
 };
 
 /* Initialises `op` in caller storage (no allocation). */
@@ -283,9 +282,9 @@ static inline weft_future *sync_op_init(struct sync_op *op,
     op->base.flags = 0;
     atomic_init(&op->w.state, W_IDLE);
     op->w.waker.vtable = NULL;
+    op->w.ptr = ptr;
+    op->w.arg = arg;
     op->obj = obj;
-    op->ptr = ptr;
-    op->arg = arg;
     return &op->base;
 }
 
@@ -302,12 +301,13 @@ weft_future *weft__sync_op_new(size_t extra, const weft_future_ops *ops,
  * -EPERM or -ECANCELED, or reschedules the task when the budget is spent). */
 static inline struct weft_worker *sync_fast_worker(void)
 {
+    /* host.running is the coroutine this worker has resumed, if any: set
+     * exactly while a coroutine task runs (cheaper than asking the task). */
     struct weft_worker *w = weft__worker_current();
-    if (weft_likely(w && w->current && w->cx.budget > 0 &&
-                    weft__task_is_coro(w->current) &&
-                    !(atomic_load_explicit(&w->current->state,
-                                           memory_order_relaxed) &
-                      TASK_CANCELLED)))
+    if (weft_likely(
+            w && w->host.running && w->cx.budget > 0 &&
+            !(atomic_load_explicit(&w->current->state, memory_order_relaxed) &
+              TASK_CANCELLED)))
         return w;
     return NULL;
 }

@@ -171,7 +171,7 @@ static weft_poll recv_poll(weft_future *f, weft_cx *cx)
     if (budget_spent(cx))
         return WEFT_PENDING;
     sync_lock(&w->lock);
-    int rc = recv_locked(r, op->ptr);
+    int rc = recv_locked(r, op->w.ptr);
     if (rc == -EAGAIN) {
         waiter_enqueue(&w->q, &op->w, cx);
         sync_unlock(&w->lock);
