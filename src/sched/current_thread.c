@@ -18,43 +18,7 @@
 #include "sched/driver.h"
 #include "sched/sched.h"
 #include "task/task.h"
-
-struct fifo {
-    struct weft_task *head, *tail;
-};
-
-static void fifo_push(struct fifo *q, struct weft_task *t)
-{
-    t->next = NULL;
-    if (q->tail)
-        q->tail->next = t;
-    else
-        q->head = t;
-    q->tail = t;
-}
-
-static struct weft_task *fifo_pop(struct fifo *q)
-{
-    struct weft_task *t = q->head;
-    if (t) {
-        q->head = t->next;
-        if (!q->head)
-            q->tail = NULL;
-    }
-    return t;
-}
-
-static void fifo_append(struct fifo *q, struct fifo *other)
-{
-    if (!other->head)
-        return;
-    if (q->tail)
-        q->tail->next = other->head;
-    else
-        q->head = other->head;
-    q->tail = other->tail;
-    other->head = other->tail = NULL;
-}
+#include "util/fifo.h"
 
 struct ct_sched {
     struct weft_sched base;

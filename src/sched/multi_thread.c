@@ -33,6 +33,7 @@
 #include "sched/park.h"
 #include "sched/sched.h"
 #include "task/task.h"
+#include "util/fifo.h"
 
 /* Ticks between two looks at the injection queue first (fairness). */
 #ifndef WEFT_GLOBAL_INTERVAL
@@ -45,31 +46,6 @@
 #define WEFT_MAX_LIFO_POLLS 3
 #endif
 #define OWNED_SHARDS 32
-
-struct fifo {
-    struct weft_task *head, *tail;
-};
-
-static void fifo_push(struct fifo *q, struct weft_task *t)
-{
-    t->next = NULL;
-    if (q->tail)
-        q->tail->next = t;
-    else
-        q->head = t;
-    q->tail = t;
-}
-
-static struct weft_task *fifo_pop(struct fifo *q)
-{
-    struct weft_task *t = q->head;
-    if (t) {
-        q->head = t->next;
-        if (!q->head)
-            q->tail = NULL;
-    }
-    return t;
-}
 
 /* Counters a worker keeps; written by that worker only (relaxed atomics so
  * that metrics can read them from any thread). */
