@@ -216,8 +216,12 @@ WEFT_API size_t weft_chan_len(const weft_chan_rx *rx);
 typedef struct weft_oneshot_tx weft_oneshot_tx;
 typedef struct weft_oneshot_rx weft_oneshot_rx;
 
-/* Creates a oneshot channel for one message of elem_size bytes.
- * Returns 0 and stores the handles, or -ENOMEM. Any thread. */
+/* Creates a oneshot channel for one message of elem_size bytes (one
+ * allocation of 16 bytes plus the message).
+ * Returns 0 and stores the handles, or
+ *   -EINVAL  elem_size is over 256 MiB,
+ *   -ENOMEM  memory is exhausted.
+ * Any thread. */
 WEFT_API int weft_oneshot_new(weft_oneshot_tx **tx, weft_oneshot_rx **rx,
                               size_t elem_size);
 

@@ -1,10 +1,11 @@
 /*
  * Oneshot channels: one message from one sender to one receiver.
  *
- * Sender, receiver and the message share one small allocation (32 bytes of
- * header plus the message). At most one receive waits; a send finding it
- * copies the message straight into its `out` (as chan.c does), and a
- * receive future dropped after that puts the message back.
+ * Sender, receiver and the message share one small allocation: 16 bytes of
+ * header plus the message (32 bytes from malloc for a u64), since programs
+ * keep one per outstanding request. At most one receive waits; a send that
+ * finds it copies the message straight into its `out` (as chan.c does), and
+ * a receive future dropped after that puts the message back.
  */
 #include "sync/sync.h"
 
@@ -13,15 +14,27 @@ enum {
     OS_TAKEN = 1u << 1,   /* the message was received */
     OS_TX_GONE = 1u << 2, /* sent, or the sender was freed */
     OS_RX_GONE = 1u << 3, /* the receiver was freed */
+    OS_FLAGS = 4,         /* the message size is stored above the flags */
 };
+
+#define OS_MAX_ELEM ((size_t)UINT32_MAX >> OS_FLAGS)
 
 struct weft_oneshot {
     struct sync_lock lock;
-    uint32_t flags;
-    size_t elem;
-    struct waitq q; /* the one waiting receive, if any */
-    _Alignas(16) unsigned char value[];
+    uint32_t word;         /* elem << OS_FLAGS | flags */
+    struct waiter *waiter; /* the one waiting receive, if any */
+    unsigned char value[]; /* only ever memcpy'd: no alignment needed */
 };
+
+static inline size_t os_elem(const struct weft_oneshot *o)
+{
+    return o->word >> OS_FLAGS;
+}
+
+static inline bool os_has(const struct weft_oneshot *o, uint32_t f)
+{
+    return (o->word & f) != 0;
+}
 
 static inline struct weft_oneshot *os_of_tx(weft_oneshot_tx *tx)
 {
@@ -43,30 +56,41 @@ int weft_oneshot_new(weft_oneshot_tx **tx, weft_oneshot_rx **rx,
 {
     *tx = NULL;
     *rx = NULL;
-    if (elem_size > SIZE_MAX - sizeof(struct weft_oneshot))
-        return -ENOMEM;
+    if (elem_size > OS_MAX_ELEM)
+        return -EINVAL;
     struct weft_oneshot *o = weft__alloc(os_size(elem_size));
     if (!o)
         return -ENOMEM;
     memset(o, 0, sizeof *o);
-    o->elem = elem_size;
+    o->word = (uint32_t)elem_size << OS_FLAGS;
     *tx = (weft_oneshot_tx *)o;
     *rx = (weft_oneshot_rx *)o;
     return 0;
 }
 
-/* Releases one side (flag) and frees the channel if both are gone. */
+/* Releases one side (flag), unlocks, wakes, and frees the channel if both
+ * sides are gone. */
 static void os_release(struct weft_oneshot *o, uint32_t side,
                        struct wake_list *wl)
 {
-    o->flags |= side;
-    bool gone =
-        (o->flags & (OS_TX_GONE | OS_RX_GONE)) == (OS_TX_GONE | OS_RX_GONE);
+    o->word |= side;
+    bool gone = os_has(o, OS_TX_GONE) && os_has(o, OS_RX_GONE);
     sync_unlock(&o->lock);
     wake_list_run(wl);
     if (gone) {
-        WEFT_CHECK(!o->q.head, "oneshot freed with a receive waiting");
-        weft__free(o, os_size(o->elem));
+        WEFT_CHECK(!o->waiter, "oneshot freed with a receive waiting");
+        weft__free(o, os_size(os_elem(o)));
+    }
+}
+
+/* Under the lock: hands the waiting receive (if any) `result`. */
+static void os_claim_waiter(struct weft_oneshot *o, int result,
+                            struct wake_list *wl)
+{
+    struct waiter *w = o->waiter;
+    if (w) {
+        o->waiter = NULL;
+        waiter_claim(w, result, wl);
     }
 }
 
@@ -76,17 +100,16 @@ int weft_oneshot_send(weft_oneshot_tx *tx, const void *msg)
     struct wake_list wl = {NULL};
     int rc = 0;
     sync_lock(&o->lock);
-    WEFT_CHECK(!(o->flags & OS_TX_GONE), "oneshot sender used after release");
-    if (o->flags & OS_RX_GONE) {
+    WEFT_CHECK(!os_has(o, OS_TX_GONE), "oneshot sender used after release");
+    if (os_has(o, OS_RX_GONE)) {
         rc = -EPIPE;
-    } else if (o->q.head) {
-        struct waiter *w = waitq_pop(&o->q);
-        memcpy(w->ptr, msg, o->elem);
-        o->flags |= OS_TAKEN;
-        waiter_claim(w, 0, &wl);
+    } else if (o->waiter) {
+        memcpy(o->waiter->ptr, msg, os_elem(o));
+        o->word |= OS_TAKEN;
+        os_claim_waiter(o, 0, &wl);
     } else {
-        memcpy(o->value, msg, o->elem);
-        o->flags |= OS_VALUE;
+        memcpy(o->value, msg, os_elem(o));
+        o->word |= OS_VALUE;
     }
     os_release(o, OS_TX_GONE, &wl);
     return rc;
@@ -99,8 +122,8 @@ void weft_oneshot_tx_free(weft_oneshot_tx *tx)
     struct weft_oneshot *o = os_of_tx(tx);
     struct wake_list wl = {NULL};
     sync_lock(&o->lock);
-    WEFT_CHECK(!(o->flags & OS_TX_GONE), "oneshot sender released twice");
-    waitq_claim_all(&o->q, -EPIPE, &wl);
+    WEFT_CHECK(!os_has(o, OS_TX_GONE), "oneshot sender released twice");
+    os_claim_waiter(o, -EPIPE, &wl);
     os_release(o, OS_TX_GONE, &wl);
 }
 
@@ -111,23 +134,23 @@ void weft_oneshot_rx_free(weft_oneshot_rx *rx)
     struct weft_oneshot *o = os_of_rx(rx);
     struct wake_list wl = {NULL};
     sync_lock(&o->lock);
-    WEFT_CHECK(!(o->flags & OS_RX_GONE), "oneshot receiver released twice");
-    WEFT_CHECK(!o->q.head, "oneshot receiver freed while a receive waits");
-    o->flags &= ~(uint32_t)OS_VALUE; /* discarded */
+    WEFT_CHECK(!os_has(o, OS_RX_GONE), "oneshot receiver released twice");
+    WEFT_CHECK(!o->waiter, "oneshot receiver freed while a receive waits");
+    o->word &= ~(uint32_t)OS_VALUE; /* discarded */
     os_release(o, OS_RX_GONE, &wl);
 }
 
 /* Under the lock: 0 (message in out), -EPIPE, -EBUSY or -EAGAIN. */
 static int os_recv_locked(struct weft_oneshot *o, void *out)
 {
-    if (o->flags & OS_VALUE) {
-        memcpy(out, o->value, o->elem);
-        o->flags = (o->flags & ~(uint32_t)OS_VALUE) | OS_TAKEN;
+    if (os_has(o, OS_VALUE)) {
+        memcpy(out, o->value, os_elem(o));
+        o->word = (o->word & ~(uint32_t)OS_VALUE) | OS_TAKEN;
         return 0;
     }
-    if (o->flags & (OS_TAKEN | OS_TX_GONE))
+    if (os_has(o, OS_TAKEN | OS_TX_GONE))
         return -EPIPE;
-    return o->q.head ? -EBUSY : -EAGAIN;
+    return o->waiter ? -EBUSY : -EAGAIN;
 }
 
 static weft_poll os_recv_poll(weft_future *f, weft_cx *cx)
@@ -147,7 +170,9 @@ static weft_poll os_recv_poll(weft_future *f, weft_cx *cx)
     sync_lock(&o->lock);
     int rc = os_recv_locked(o, op->w.ptr);
     if (rc == -EAGAIN) {
-        waiter_enqueue(&o->q, &op->w, cx);
+        op->w.waker = cx->waker;
+        atomic_store_explicit(&op->w.state, W_QUEUED, memory_order_relaxed);
+        o->waiter = &op->w;
         sync_unlock(&o->lock);
         return WEFT_PENDING;
     }
@@ -156,19 +181,37 @@ static weft_poll os_recv_poll(weft_future *f, weft_cx *cx)
     return weft_future_set(f, NULL, rc);
 }
 
+/* Takes the receive off the channel if it still waits: IDLE, or DONE if
+ * the sender (or the sender's release) got to it first. */
+static uint32_t os_cancel(struct weft_oneshot *o, struct waiter *w)
+{
+    uint32_t s = atomic_load_explicit(&w->state, memory_order_acquire);
+    if (s == W_QUEUED) {
+        sync_lock(&o->lock);
+        if (atomic_load_explicit(&w->state, memory_order_relaxed) == W_QUEUED) {
+            o->waiter = NULL;
+            waiter_reset(w);
+            sync_unlock(&o->lock);
+            return W_IDLE;
+        }
+        sync_unlock(&o->lock);
+    }
+    return s == W_IDLE ? W_IDLE : waiter_state(w);
+}
+
 static void os_recv_drop(weft_future *f)
 {
     struct sync_op *op = (struct sync_op *)f;
     struct weft_oneshot *o = op->obj;
-    if (waiter_cancel(&o->lock, &o->q, &op->w) != W_DONE)
+    if (os_cancel(o, &op->w) != W_DONE)
         return;
     waiter_reset(&op->w);
     if (op->w.result != 0)
         return;
     /* The message was handed to us and will not be read: keep it. */
     sync_lock(&o->lock);
-    memcpy(o->value, op->w.ptr, o->elem);
-    o->flags = (o->flags & ~(uint32_t)OS_TAKEN) | OS_VALUE;
+    memcpy(o->value, op->w.ptr, os_elem(o));
+    o->word = (o->word & ~(uint32_t)OS_TAKEN) | OS_VALUE;
     sync_unlock(&o->lock);
 }
 
