@@ -35,8 +35,9 @@
 #define WEFT_DEFAULT_STACK (256u * 1024u)
 #endif
 
-/* Smallest stack a spawn may ask for. */
+/* Smallest and largest stack a spawn may ask for. */
 #define WEFT_MIN_STACK (16u * 1024u)
+#define WEFT_MAX_STACK (64u * 1024u * 1024u)
 
 /* ---- helpers ------------------------------------------------------------ */
 

@@ -64,7 +64,7 @@ static int configure(weft_runtime *rt, const weft_config *cfg)
         stack = env_size("WEFT_STACK_SIZE");
     if (!stack)
         stack = WEFT_DEFAULT_STACK;
-    if (stack < WEFT_MIN_STACK || stack > UINT32_MAX)
+    if (stack < WEFT_MIN_STACK || stack > WEFT_MAX_STACK)
         return -EINVAL;
     rt->stack_size = page_round(stack);
     rt->debug = rt->cfg.debug < 0 ? weft__debug_enabled() : rt->cfg.debug;

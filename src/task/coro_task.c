@@ -16,15 +16,31 @@
 #include "task/task.h"
 #include "time/time.h"
 
+/* What a coroutine needs only once it runs lives at the top of its own
+ * stack (the page it touches first anyway), not in the task: a spawned but
+ * not yet started coroutine task costs its 128-byte header and nothing
+ * else. */
+struct coro_frame {
+    weft_coro coro;
+    weft_stack view;         /* the stack below this frame, as the coroutine
+                                layer sees it (same guard, smaller top) */
+    weft_stack *stack;       /* the pool's descriptor, to give back */
+    struct coro_task *task;
+    weft_scope *scope;       /* innermost deadline scope, or NULL */
+    bool finished;
+};
+
+#define FRAME_SIZE ((sizeof(struct coro_frame) + 63) & ~(size_t)63)
+
 struct coro_task {
     struct weft_task task;
-    weft_coro coro;
     weft_task_fn fn;
     void *arg;
-    uint32_t stack_size;
-    bool finished;
-    weft_scope *scope; /* innermost deadline scope (time/scope.c), or NULL */
+    struct coro_frame *frame; /* NULL until the first poll */
 };
+
+_Static_assert(sizeof(struct coro_task) <= 128,
+               "a coroutine task header should fit 128 bytes");
 
 static const struct weft_task_vtable coro_vtable;
 
@@ -35,36 +51,55 @@ bool weft__task_is_coro(const struct weft_task *t)
 
 static void coro_entry(void *arg)
 {
-    struct coro_task *ct = arg;
+    struct coro_frame *fr = arg;
+    struct coro_task *ct = fr->task;
     ct->task.value = ct->fn(ct->arg);
-    WEFT_CHECK(!ct->scope, "a task returned inside a deadline scope "
+    WEFT_CHECK(!fr->scope, "a task returned inside a deadline scope "
                            "(missing weft_scope_exit)");
     ct->task.err = 0;
-    ct->finished = true;
-    weft__coro_exit(&ct->coro);
+    fr->finished = true;
+    weft__coro_exit(&fr->coro);
+}
+
+/* Takes a stack and sets up the frame at its top. NULL if none. */
+static struct coro_frame *frame_new(weft_runtime *rt, struct coro_task *ct)
+{
+    weft_stack *st =
+        weft__stack_get(rt->stacks, (size_t)ct->task.stack_kib * 1024);
+    if (!st)
+        return NULL;
+    struct coro_frame *fr =
+        (struct coro_frame *)(st->lo + st->size - FRAME_SIZE);
+    fr->view = *st;
+    fr->view.size -= FRAME_SIZE;
+    fr->stack = st;
+    fr->task = ct;
+    fr->scope = NULL;
+    fr->finished = false;
+    weft__coro_init(&fr->coro, &fr->view, coro_entry, fr);
+    return fr;
 }
 
 static weft_poll coro_poll(struct weft_task *t, weft_cx *cx)
 {
     (void)cx;
     struct coro_task *ct = (struct coro_task *)t;
-    weft_runtime *rt = t->sched->rt;
-    if (weft_unlikely(!ct->coro.stack)) {
-        weft_stack *st = weft__stack_get(rt->stacks, ct->stack_size);
-        if (!st) {
+    struct coro_frame *fr = ct->frame;
+    if (weft_unlikely(!fr)) {
+        fr = ct->frame = frame_new(t->sched->rt, ct);
+        if (!fr) {
             /* fn never ran: report it through the join. */
             t->value = NULL;
             t->err = -ENOMEM;
             return WEFT_READY;
         }
-        weft__coro_init(&ct->coro, st, coro_entry, ct);
     }
-    weft__coro_resume(&weft__tls_worker->host, &ct->coro);
-    if (!ct->finished)
+    weft__coro_resume(&weft__tls_worker->host, &fr->coro);
+    if (!fr->finished)
         return WEFT_PENDING;
-    weft__coro_release(&ct->coro);
-    weft__stack_put(rt->stacks, ct->coro.stack);
-    ct->coro.stack = NULL;
+    weft__coro_release(&fr->coro);
+    weft__stack_put(t->sched->rt->stacks, fr->stack);
+    ct->frame = NULL;
     return WEFT_READY;
 }
 
@@ -91,7 +126,8 @@ int weft_spawn_at(weft_runtime *rt, weft_task **out, weft_task_fn fn,
         return -EPERM;
     size_t stack = rt->stack_size;
     if (opts && opts->stack_size) {
-        if (opts->stack_size < WEFT_MIN_STACK || opts->stack_size > UINT32_MAX)
+        if (opts->stack_size < WEFT_MIN_STACK ||
+            opts->stack_size > WEFT_MAX_STACK)
             return -EINVAL;
         stack = opts->stack_size;
     }
@@ -99,12 +135,11 @@ int weft_spawn_at(weft_runtime *rt, weft_task **out, weft_task_fn fn,
     if (!ct)
         return -ENOMEM;
     weft__task_init(&ct->task, &coro_vtable, site, out != NULL);
-    memset(&ct->coro, 0, sizeof ct->coro);
+    /* Whole KiB, rounded up; the pool rounds to pages. */
+    ct->task.stack_kib = (uint16_t)((stack + 1023) / 1024);
     ct->fn = fn;
     ct->arg = arg;
-    ct->stack_size = (uint32_t)stack;
-    ct->finished = false;
-    ct->scope = NULL;
+    ct->frame = NULL;
     if (opts && weft__task_set_name(&ct->task, opts->name) < 0) {
         coro_dealloc(&ct->task);
         return -ENOMEM;
@@ -142,7 +177,7 @@ int weft_await(weft_future *f, void **value)
             weft_future_free(f);
             return -ECANCELED;
         }
-        if (ct->scope && weft__scope_expired(ct->scope)) {
+        if (ct->frame->scope && weft__scope_expired(ct->frame->scope)) {
             f->flags |= FUT_POLLED;
             weft_future_free(f);
             return -ETIMEDOUT;
@@ -150,9 +185,9 @@ int weft_await(weft_future *f, void **value)
         if (weft_future_poll(f, &w->cx) == WEFT_READY)
             break;
         /* Inside a scope, be woken at its deadline too. */
-        if (ct->scope && weft__scope_arm(ct->scope, &w->cx))
+        if (ct->frame->scope && weft__scope_arm(ct->frame->scope, &w->cx))
             continue;
-        weft__coro_suspend(&ct->coro);
+        weft__coro_suspend(&ct->frame->coro);
         w = weft__worker_current(); /* we may be on another thread now */
     }
     int err = f->err;
@@ -169,19 +204,20 @@ int weft_yield(void)
         return -EPERM;
     if (cancelled(ct))
         return -ECANCELED;
-    if (ct->scope && weft__scope_expired(ct->scope))
+    struct coro_frame *fr = ct->frame;
+    if (fr->scope && weft__scope_expired(fr->scope))
         return -ETIMEDOUT;
     ct->task.yielded = 1;
-    weft__coro_suspend(&ct->coro);
+    weft__coro_suspend(&fr->coro);
     if (cancelled(ct))
         return -ECANCELED;
-    return ct->scope && weft__scope_expired(ct->scope) ? -ETIMEDOUT : 0;
+    return fr->scope && weft__scope_expired(fr->scope) ? -ETIMEDOUT : 0;
 }
 
 weft_scope **weft__coro_scope_slot(void)
 {
     struct coro_task *ct = current_coro(weft__worker_current());
-    return ct ? &ct->scope : NULL;
+    return ct ? &ct->frame->scope : NULL;
 }
 
 /* ---- stack overflow report ---- */
@@ -212,17 +248,19 @@ static size_t put_u64(char *buf, size_t len, size_t at, uint64_t v)
 
 void weft__coro_describe(const weft_coro *c, char *buf, size_t len)
 {
-    const struct coro_task *ct = container_of(c, struct coro_task, coro);
-    const struct weft_task *t = &ct->task;
+    const struct coro_frame *fr = container_of(c, struct coro_frame, coro);
+    const struct weft_task *t = &fr->task->task;
     size_t at = put_str(buf, len, 0, "task ");
     at = put_u64(buf, len, at, t->id);
     at = put_str(buf, len, at, " (");
-    at = put_str(buf, len, at, t->name ? t->name : "unnamed");
-    if (t->site) {
+    const char *name = weft__task_name(t);
+    const weft_site *site = weft__task_site(t);
+    at = put_str(buf, len, at, name ? name : "unnamed");
+    if (site) {
         at = put_str(buf, len, at, ", spawned at ");
-        at = put_str(buf, len, at, t->site->file);
+        at = put_str(buf, len, at, site->file);
         at = put_str(buf, len, at, ":");
-        at = put_u64(buf, len, at, (uint64_t)t->site->line);
+        at = put_u64(buf, len, at, (uint64_t)site->line);
     }
     put_str(buf, len, at, ")");
 }

@@ -17,8 +17,16 @@
 
 struct future_task {
     struct weft_task task;
-    size_t alloc_size;
 };
+
+/* A heap future's allocation size, in 16-byte units, lives in the upper
+ * bits of its flags: no extra word per future. */
+#define FUT_SIZE_SHIFT 8
+
+static size_t alloc_size_of(const weft_future *f)
+{
+    return (size_t)(f->flags >> FUT_SIZE_SHIFT) * 16;
+}
 
 #define PREFIX ((sizeof(struct future_task) + 15) & ~(size_t)15)
 
@@ -37,15 +45,16 @@ weft_future *weft_future_new_at(size_t size, const weft_future_ops *ops,
 {
     if (size < sizeof(weft_future))
         size = sizeof(weft_future);
-    size_t total = PREFIX + size;
+    size_t total = (PREFIX + size + 15) & ~(size_t)15;
+    if (total >> (32 - FUT_SIZE_SHIFT + 4))
+        return NULL; /* over 256 MiB: not a future */
     char *block = weft__alloc(total);
     if (!block)
         return NULL;
     memset(block + PREFIX, 0, size);
-    ((struct future_task *)block)->alloc_size = total;
     weft_future *f = (weft_future *)(block + PREFIX);
     weft_future_init_at(f, ops, site);
-    f->flags = FUT_HEAP;
+    f->flags = FUT_HEAP | (uint32_t)(total / 16) << FUT_SIZE_SHIFT;
     return f;
 }
 
@@ -99,10 +108,8 @@ void weft_future_free(weft_future *f)
     if (!(f->flags & FUT_POLLED) && diagnostics_on())
         report_never_polled(f);
     future_drop(f);
-    if (f->flags & FUT_HEAP) {
-        struct future_task *ft = prefix_of(f);
-        weft__free(ft, ft->alloc_size);
-    }
+    if (f->flags & FUT_HEAP)
+        weft__free(prefix_of(f), alloc_size_of(f));
 }
 
 weft_poll weft_future_poll(weft_future *f, weft_cx *cx)
@@ -184,8 +191,7 @@ static void ftask_abandon(struct weft_task *t)
 
 static void ftask_dealloc(struct weft_task *t)
 {
-    struct future_task *ft = (struct future_task *)t;
-    weft__free(ft, ft->alloc_size);
+    weft__free(t, alloc_size_of(future_of(t)));
 }
 
 static const struct weft_task_vtable ftask_vtable = {

@@ -245,18 +245,17 @@ void weft__task_init(struct weft_task *t, const struct weft_task_vtable *vt,
     uint64_t refs = handle ? 3 : 2; /* owned + queue (+ handle) */
     uint64_t bits = TASK_NOTIFIED | (handle ? TASK_JOIN_INTEREST : 0);
     atomic_init(&t->state, bits | refs * TASK_REF_ONE);
-    t->next = NULL;
+    t->next = NULL; /* also clears value */
     t->sched = NULL;
     t->vt = vt;
     t->owned_prev = t->owned_next = NULL;
     t->joiners = NULL;
-    t->value = NULL;
     t->err = 0;
     t->yielded = 0;
     t->owned = 0;
+    t->stack_kib = 0;
     t->id = new_id();
-    t->site = site;
-    t->name = NULL;
+    t->info = (uintptr_t)site;
     t->awaiting = NULL;
 }
 
@@ -265,18 +264,24 @@ int weft__task_set_name(struct weft_task *t, const char *name)
     if (!name)
         return 0;
     size_t n = strlen(name) + 1;
-    t->name = weft__alloc(n);
-    if (!t->name)
+    size_t size = sizeof(struct task_named) + n;
+    struct task_named *tn = weft__alloc(size);
+    if (!tn)
         return -ENOMEM;
-    memcpy(t->name, name, n);
+    tn->site = weft__task_site(t);
+    tn->size = size;
+    memcpy(tn->name, name, n);
+    t->info = (uintptr_t)tn | 1;
     return 0;
 }
 
 void weft__task_fini(struct weft_task *t)
 {
-    if (t->name)
-        weft__free(t->name, strlen(t->name) + 1);
-    t->name = NULL;
+    if (t->info & 1) {
+        struct task_named *tn = (struct task_named *)(t->info - 1);
+        t->info = (uintptr_t)tn->site;
+        weft__free(tn, tn->size);
+    }
 }
 
 int weft__task_submit_new(weft_runtime *rt, struct weft_task *t,
@@ -330,12 +335,12 @@ uint64_t weft_task_id(const weft_task *t)
 
 const char *weft_task_name(const weft_task *t)
 {
-    return t->name;
+    return weft__task_name(t);
 }
 
 const weft_site *weft_task_site(const weft_task *t)
 {
-    return t->site;
+    return weft__task_site(t);
 }
 
 weft_task *weft_task_self(void)

@@ -79,23 +79,49 @@ struct weft_task_vtable {
     void (*dealloc)(struct weft_task *t);
 };
 
+/* 96 bytes: a million spawned tasks are a million of these (plus, for a
+ * coroutine task, three words), so every field earns its place. */
 struct weft_task {
     _Atomic uint64_t state;
-    struct weft_task *next;     /* run-queue link, owned by the queue */
-    struct weft_sched *sched;   /* never changes; NULL once shut down */
+    union {
+        struct weft_task *next; /* run-queue link, while queued */
+        void *value;            /* result, once COMPLETE: a completed task
+                                   is never in a queue */
+    };
+    struct weft_sched *sched;   /* never changes */
     const struct weft_task_vtable *vt;
     struct weft_task *owned_prev, *owned_next; /* the scheduler's list */
     struct join_waiter *joiners; /* see JOIN_WAITERS */
-    void *value;                /* result, valid once COMPLETE */
     int err;
     uint8_t yielded;            /* re-queued by weft_yield, still RUNNING */
     uint8_t owned;              /* linked in the owned list */
-    uint8_t pad_[2];
+    uint16_t stack_kib;         /* coroutine tasks: stack size in KiB */
     uint64_t id;
-    const weft_site *site;
-    char *name;
+    /* The spawn site, or - low bit set - a struct task_named holding the
+     * site and the name: most tasks have no name and pay nothing for it. */
+    uintptr_t info;
     struct weft_task *awaiting; /* the task this one is joining, or NULL */
 };
+
+struct task_named {
+    const weft_site *site;
+    size_t size; /* of this allocation */
+    char name[];
+};
+
+static inline const weft_site *weft__task_site(const struct weft_task *t)
+{
+    if (t->info & 1)
+        return ((const struct task_named *)(t->info - 1))->site;
+    return (const weft_site *)t->info;
+}
+
+static inline const char *weft__task_name(const struct weft_task *t)
+{
+    if (t->info & 1)
+        return ((const struct task_named *)(t->info - 1))->name;
+    return NULL;
+}
 
 /* The poll context handed to futures. One per worker, refilled per poll. */
 struct weft_cx {
