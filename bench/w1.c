@@ -9,10 +9,10 @@
  *                          stack size; stacks come from the pool at first
  *                          poll and go back when fn returns).
  *   KIND ct-future / mt*-future
- *                          stackless tasks: a weft_future of our own whose
- *                          poll is ready at once with value i, allocated
- *                          with weft_future_new and spawned with
- *                          weft_spawn_future.
+ *                          stackless tasks: weft_ready(i), weft's future
+ *                          that is ready at its first poll with value i,
+ *                          spawned with weft_spawn_future (the future's
+ *                          memory becomes the task: one allocation).
  *
  * The root task is a coroutine (weft_block_on) in both cases, and joins with
  * weft_join. Output keys as the tokio anchor:
@@ -40,24 +40,6 @@ static void *w1_task(void *arg)
     return arg; /* i */
 }
 
-struct w1_future {
-    weft_future base;
-    uint64_t i;
-};
-
-static weft_poll w1_future_poll(weft_future *f, weft_cx *cx)
-{
-    (void)cx;
-    struct w1_future *w = (struct w1_future *)f;
-    return weft_future_set(f, (void *)(uintptr_t)w->i, 0);
-}
-
-static const weft_future_ops w1_future_ops = {
-    .poll = w1_future_poll,
-    .drop = NULL,
-    .name = "w1",
-};
-
 /* ---- the root ---- */
 
 static void spawn_coro(weft_task **hs, uint64_t n)
@@ -73,13 +55,13 @@ static void spawn_coro(weft_task **hs, uint64_t n)
 static void spawn_future(weft_task **hs, uint64_t n)
 {
     for (uint64_t i = 0; i < n; i++) {
-        struct w1_future *f = (struct w1_future *)weft_future_new(
-            sizeof *f, &w1_future_ops);
+        /* The task's body "returns i": a future ready at its first poll
+         * with value i, weft's own ready future. */
+        weft_future *f = weft_ready((void *)(uintptr_t)i, 0);
         if (!f)
-            bench_fail(BENCH_EXIT_FAIL, "w1: weft_future_new #%llu: out of "
+            bench_fail(BENCH_EXIT_FAIL, "w1: weft_ready #%llu: out of "
                        "memory", (unsigned long long)i);
-        f->i = i;
-        int rc = weft_spawn_future(NULL, &hs[i], &f->base, NULL);
+        int rc = weft_spawn_future(NULL, &hs[i], f, NULL);
         if (rc < 0)
             bench_fail(BENCH_EXIT_FAIL, "w1: weft_spawn_future #%llu: %s",
                        (unsigned long long)i, weft_strerror(rc));
