@@ -18,14 +18,14 @@
  *                            or spawn. NULL if memory is exhausted.
  *   weft_X_init(op, ...)     the same future in storage the caller owns (a
  *                            weft_sync_op), for stackless state machines:
- *                            no allocation. Finish it with
- *                            weft_future_free(), which frees nothing.
- *   weft_X_blocking(...)     from a plain thread outside any runtime: blocks
- *                            the thread (tokio's blocking_send). -EPERM
- *                            from inside a task, where it would block a
- *                            worker.
- *   weft_try_X(...)          never waits: -EAGAIN where weft_X would.
- *                            Any thread, any context.
+ *                            no allocation (see weft_sync_op).
+ *   weft_X_blocking(...)     from a thread that is not running a task (a
+ *                            plain thread, the blocking pool): blocks the
+ *                            thread (tokio's blocking_send). -EPERM from
+ *                            inside a task, where it would block a worker.
+ *   weft_<noun>_try_<verb>   never waits: -EAGAIN (or -EBUSY for locks)
+ *                            where the waiting form would wait. Any
+ *                            thread, any context.
  *
  * A call that does not have to wait allocates nothing, makes no system call
  * and takes only the primitive's own short lock. Operations that complete at
@@ -248,11 +248,16 @@ WEFT_API void weft_oneshot_tx_free(weft_oneshot_tx *tx);
 WEFT_API int weft_oneshot_recv(weft_oneshot_rx *rx, void *out);
 WEFT_API int weft_oneshot_recv_dl(weft_oneshot_rx *rx, void *out,
                                   int64_t deadline);
-/* Without waiting: -EAGAIN while nothing was sent. Any thread. */
+/* Receives without waiting.
+ * Returns 0 (message in *out), -EAGAIN (nothing sent yet), -EPIPE or -EBUSY
+ * as weft_oneshot_recv(). Any thread, any context. */
 WEFT_API int weft_oneshot_try_recv(weft_oneshot_rx *rx, void *out);
-/* For a plain thread. */
+/* weft_oneshot_recv() for a thread that is not running a task: blocks it.
+ * Returns 0, -EPIPE, -EBUSY, or -EPERM from inside a task. */
 WEFT_API int weft_oneshot_recv_blocking(weft_oneshot_rx *rx, void *out);
-/* As a future (out must outlive it); in caller storage. */
+/* The receive as a heap future (NULL if memory is exhausted) or in `op`:
+ * ready with err as weft_oneshot_recv() returns it, value NULL. `out` must
+ * stay valid until the future is finished or freed. Cancellation safe. */
 WEFT_API weft_future *weft_oneshot_recv_future_at(weft_oneshot_rx *rx,
                                                   void *out,
                                                   const weft_site *site);
@@ -317,12 +322,17 @@ WEFT_API int weft_bcast_send(weft_bcast_tx *tx, const void *msg);
  * Cancellation safe (the receiver's position does not move). Suspends. */
 WEFT_API int weft_bcast_recv(weft_bcast_rx *rx, void *out);
 WEFT_API int weft_bcast_recv_dl(weft_bcast_rx *rx, void *out, int64_t deadline);
-/* Without waiting: -EAGAIN when nothing new. Any thread. */
+/* Receives without waiting.
+ * Returns >= 0 (missed count, message in *out), -EAGAIN (nothing new) or
+ * -EPIPE. Any thread, any context (one user of rx at a time). */
 WEFT_API int weft_bcast_try_recv(weft_bcast_rx *rx, void *out);
-/* For a plain thread. */
+/* weft_bcast_recv() for a thread that is not running a task: blocks it.
+ * Returns >= 0, -EPIPE, or -EPERM from inside a task. */
 WEFT_API int weft_bcast_recv_blocking(weft_bcast_rx *rx, void *out);
-/* As a future: ready with err 0 and value (void *)(uintptr_t)missed, or an
- * error. out must outlive it. */
+/* The receive as a heap future (NULL if memory is exhausted) or in `op`:
+ * ready with err 0 and value (void *)(uintptr_t)missed, or err -EPIPE.
+ * `out` must stay valid until the future is finished or freed.
+ * Cancellation safe. */
 WEFT_API weft_future *weft_bcast_recv_future_at(weft_bcast_rx *rx, void *out,
                                                 const weft_site *site);
 #define weft_bcast_recv_future(rx, out)                                        \
@@ -378,11 +388,16 @@ WEFT_API int weft_watch_get(weft_watch_rx *rx, void *out);
  * Cancellation safe (nothing is marked seen). Suspends. */
 WEFT_API int weft_watch_recv(weft_watch_rx *rx, void *out);
 WEFT_API int weft_watch_recv_dl(weft_watch_rx *rx, void *out, int64_t deadline);
-/* Without waiting: -EAGAIN when nothing new. Any thread. */
+/* Receives without waiting.
+ * Returns 0 (new value in *out, marked seen), -EAGAIN (nothing new) or
+ * -EPIPE. Any thread, any context. */
 WEFT_API int weft_watch_try_recv(weft_watch_rx *rx, void *out);
-/* For a plain thread. */
+/* weft_watch_recv() for a thread that is not running a task: blocks it.
+ * Returns 0, -EPIPE, or -EPERM from inside a task. */
 WEFT_API int weft_watch_recv_blocking(weft_watch_rx *rx, void *out);
-/* As a future (out must outlive it); in caller storage. */
+/* The receive as a heap future (NULL if memory is exhausted) or in `op`:
+ * ready with err as weft_watch_recv() returns it, value NULL. `out` must
+ * stay valid until the future is finished or freed. Cancellation safe. */
 WEFT_API weft_future *weft_watch_recv_future_at(weft_watch_rx *rx, void *out,
                                                 const weft_site *site);
 #define weft_watch_recv_future(rx, out)                                        \
@@ -405,8 +420,7 @@ WEFT_API weft_future *weft_watch_recv_init_at(weft_sync_op *op,
  * belongs to whoever acquired it, not to a task: another task may release
  * it. */
 
-/* ---- mutex ----------------------------------------------------------------
- */
+/* ---- mutex ------------------------------------------------------------- */
 
 /* An async mutex with FIFO hand-off: unlocking passes the lock directly to
  * the oldest waiter, so no waiter can be overtaken or starved. Hold it
@@ -435,11 +449,17 @@ WEFT_API int weft_mutex_destroy(weft_mutex *m);
  * passes the lock on. Suspends. */
 WEFT_API int weft_mutex_lock(weft_mutex *m);
 WEFT_API int weft_mutex_lock_dl(weft_mutex *m, int64_t deadline);
-/* Locks `m` if it is free: 0, or -EBUSY. Any thread, any context. */
+/* Locks `m` if it is free and nobody waits.
+ * Returns
+ *   0       the caller holds the lock,
+ *   -EBUSY  it is held.
+ * Any thread, any context. */
 WEFT_API int weft_mutex_try_lock(weft_mutex *m);
-/* For a plain thread: blocks the thread. 0, or -EPERM inside a task. */
+/* weft_mutex_lock() for a thread that is not running a task: blocks it in
+ * the same FIFO queue as tasks. Returns 0, or -EPERM from inside a task. */
 WEFT_API int weft_mutex_lock_blocking(weft_mutex *m);
-/* As a future: ready (err 0) holding the lock. */
+/* The lock as a heap future (NULL if memory is exhausted) or in `op`: ready
+ * with err 0 holding the lock. Cancellation safe as weft_mutex_lock(). */
 WEFT_API weft_future *weft_mutex_lock_future_at(weft_mutex *m,
                                                 const weft_site *site);
 #define weft_mutex_lock_future(m) weft_mutex_lock_future_at((m), WEFT_HERE)
@@ -452,8 +472,7 @@ WEFT_API weft_future *weft_mutex_lock_init_at(weft_sync_op *op, weft_mutex *m,
  * mutex that is not locked aborts. Never waits. */
 WEFT_API void weft_mutex_unlock(weft_mutex *m);
 
-/* ---- read-write lock ------------------------------------------------------
- */
+/* ---- read-write lock --------------------------------------------------- */
 
 /* Many readers or one writer, granted in FIFO order: a writer waits for the
  * readers ahead of it, and readers that arrive after a waiting writer wait
@@ -463,21 +482,31 @@ typedef struct weft_rwlock {
     void *opaque_[4];
 } weft_rwlock;
 
+/* A statically initialised, free rwlock (all-zero). */
 /* clang-format off */
 #define WEFT_RWLOCK_INIT {{0}}
 /* clang-format on */
 
+/* Initialises `rw` free. */
 WEFT_API void weft_rwlock_init(weft_rwlock *rw);
-/* Returns 0, or -EBUSY if held or waited on. */
+/* Finishes with `rw`. Returns 0, or -EBUSY if it is held or waited on. */
 WEFT_API int weft_rwlock_destroy(weft_rwlock *rw);
 
-/* Takes a read lock. Returns 0, or -ECANCELED, -ETIMEDOUT, -EPERM (nothing
- * held). Cancellation safe, as weft_mutex_lock(). Suspends. */
+/* Takes a read lock, waiting behind any writer that holds it or waits.
+ * Returns 0 (a read lock is held), or -ECANCELED, -ETIMEDOUT, -EPERM as
+ * every suspending call (nothing is held).
+ * Cancellation safe: a read lock granted to a dropped future is released.
+ * Suspends. */
 WEFT_API int weft_rwlock_read(weft_rwlock *rw);
 WEFT_API int weft_rwlock_read_dl(weft_rwlock *rw, int64_t deadline);
-/* 0, or -EBUSY if a writer holds it or waits. */
+/* Takes a read lock if no writer holds it or waits.
+ * Returns 0, or -EBUSY. Any thread, any context. */
 WEFT_API int weft_rwlock_try_read(weft_rwlock *rw);
+/* weft_rwlock_read() blocking a thread that is not running a task.
+ * Returns 0, or -EPERM from inside a task. */
 WEFT_API int weft_rwlock_read_blocking(weft_rwlock *rw);
+/* The read lock as a heap future (NULL if memory is exhausted) or in `op`:
+ * ready with err 0 holding a read lock. */
 WEFT_API weft_future *weft_rwlock_read_future_at(weft_rwlock *rw,
                                                  const weft_site *site);
 #define weft_rwlock_read_future(rw) weft_rwlock_read_future_at((rw), WEFT_HERE)
@@ -487,12 +516,20 @@ WEFT_API weft_future *weft_rwlock_read_init_at(weft_sync_op *op,
 #define weft_rwlock_read_init(op, rw)                                          \
     weft_rwlock_read_init_at((op), (rw), WEFT_HERE)
 
-/* Takes the write lock. Returns and forms as weft_rwlock_read(). */
+/* Takes the write lock, waiting for every holder and every earlier waiter.
+ * Returns 0 (the write lock is held), or -ECANCELED, -ETIMEDOUT, -EPERM
+ * (nothing is held). Cancellation safe: a write lock granted to a dropped
+ * future is released. Suspends. */
 WEFT_API int weft_rwlock_write(weft_rwlock *rw);
 WEFT_API int weft_rwlock_write_dl(weft_rwlock *rw, int64_t deadline);
-/* 0, or -EBUSY if held or waited on. */
+/* Takes the write lock if it is free and nobody waits.
+ * Returns 0, or -EBUSY. Any thread, any context. */
 WEFT_API int weft_rwlock_try_write(weft_rwlock *rw);
+/* weft_rwlock_write() blocking a thread that is not running a task.
+ * Returns 0, or -EPERM from inside a task. */
 WEFT_API int weft_rwlock_write_blocking(weft_rwlock *rw);
+/* The write lock as a heap future (NULL if memory is exhausted) or in
+ * `op`: ready with err 0 holding the write lock. */
 WEFT_API weft_future *weft_rwlock_write_future_at(weft_rwlock *rw,
                                                   const weft_site *site);
 #define weft_rwlock_write_future(rw)                                           \
@@ -503,12 +540,12 @@ WEFT_API weft_future *weft_rwlock_write_init_at(weft_sync_op *op,
 #define weft_rwlock_write_init(op, rw)                                         \
     weft_rwlock_write_init_at((op), (rw), WEFT_HERE)
 
-/* Releases one read lock, or the write lock, whichever the caller holds
- * (the lock knows which kind is held). Releasing an unheld lock aborts. */
+/* Releases one read lock, or the write lock, whichever is held (the lock
+ * knows which kind), granting waiters in order. Releasing a lock that is
+ * not held aborts. Never waits. */
 WEFT_API void weft_rwlock_unlock(weft_rwlock *rw);
 
-/* ---- semaphore ------------------------------------------------------------
- */
+/* ---- semaphore --------------------------------------------------------- */
 
 /* A counter of permits. Waiters are served in FIFO order: a large request
  * at the head is not overtaken by smaller ones behind it. */
@@ -518,7 +555,7 @@ typedef struct weft_sem {
 
 /* Initialises `s` with `permits` permits. */
 WEFT_API void weft_sem_init(weft_sem *s, size_t permits);
-/* Returns 0, or -EBUSY if waited on. */
+/* Finishes with `s`. Returns 0, or -EBUSY if someone waits on it. */
 WEFT_API int weft_sem_destroy(weft_sem *s);
 
 /* Acquires `n` permits (n = 0 succeeds at once).
@@ -527,9 +564,14 @@ WEFT_API int weft_sem_destroy(weft_sem *s);
  * released again. Suspends. */
 WEFT_API int weft_sem_acquire(weft_sem *s, size_t n);
 WEFT_API int weft_sem_acquire_dl(weft_sem *s, size_t n, int64_t deadline);
-/* 0, or -EAGAIN if the permits are not there or others wait first. */
+/* Acquires `n` permits if they are there and nobody waits first.
+ * Returns 0, or -EAGAIN. Any thread, any context. */
 WEFT_API int weft_sem_try_acquire(weft_sem *s, size_t n);
+/* weft_sem_acquire() blocking a thread that is not running a task, in the
+ * same FIFO queue as tasks. Returns 0, or -EPERM from inside a task. */
 WEFT_API int weft_sem_acquire_blocking(weft_sem *s, size_t n);
+/* The acquisition as a heap future (NULL if memory is exhausted) or in
+ * `op`: ready with err 0 holding the n permits. Cancellation safe. */
 WEFT_API weft_future *weft_sem_acquire_future_at(weft_sem *s, size_t n,
                                                  const weft_site *site);
 #define weft_sem_acquire_future(s, n)                                          \
@@ -545,8 +587,7 @@ WEFT_API void weft_sem_release(weft_sem *s, size_t n);
 /* Returns the permits available now (a snapshot). */
 WEFT_API size_t weft_sem_available(weft_sem *s);
 
-/* ---- notify ---------------------------------------------------------------
- */
+/* ---- notify ------------------------------------------------------------ */
 
 /* Wakes waiting tasks, tokio's Notify: weft_notify_one() wakes the oldest
  * waiter or, if none waits, stores one permit that the next wait consumes
@@ -556,12 +597,14 @@ typedef struct weft_notify {
     void *opaque_[4];
 } weft_notify;
 
+/* A statically initialised notify (all-zero). */
 /* clang-format off */
 #define WEFT_NOTIFY_INIT {{0}}
 /* clang-format on */
 
+/* Initialises `n` with no permit and no waiter. */
 WEFT_API void weft_notify_init(weft_notify *n);
-/* Returns 0, or -EBUSY if waited on. */
+/* Finishes with `n`. Returns 0, or -EBUSY if someone waits on it. */
 WEFT_API int weft_notify_destroy(weft_notify *n);
 
 /* Waits for a notification (or consumes the stored permit).
@@ -570,9 +613,14 @@ WEFT_API int weft_notify_destroy(weft_notify *n);
  * to the next waiter (or stored). Suspends. */
 WEFT_API int weft_notify_wait(weft_notify *n);
 WEFT_API int weft_notify_wait_dl(weft_notify *n, int64_t deadline);
-/* Consumes the stored permit: 0, or -EAGAIN if there is none. */
+/* Consumes the stored permit.
+ * Returns 0, or -EAGAIN if there is none. Any thread, any context. */
 WEFT_API int weft_notify_try_wait(weft_notify *n);
+/* weft_notify_wait() blocking a thread that is not running a task.
+ * Returns 0, or -EPERM from inside a task. */
 WEFT_API int weft_notify_wait_blocking(weft_notify *n);
+/* The wait as a heap future (NULL if memory is exhausted) or in `op`:
+ * ready with err 0 once notified. Cancellation safe. */
 WEFT_API weft_future *weft_notify_wait_future_at(weft_notify *n,
                                                  const weft_site *site);
 #define weft_notify_wait_future(n) weft_notify_wait_future_at((n), WEFT_HERE)
@@ -586,8 +634,7 @@ WEFT_API void weft_notify_one(weft_notify *n);
 /* Wakes every current waiter; stores nothing. Never waits. */
 WEFT_API void weft_notify_all(weft_notify *n);
 
-/* ---- barrier --------------------------------------------------------------
- */
+/* ---- barrier ----------------------------------------------------------- */
 
 /* Lets `n` parties wait for each other: the n-th arrival releases them all,
  * and the barrier is ready for the next round. */
@@ -595,9 +642,12 @@ typedef struct weft_barrier {
     void *opaque_[4];
 } weft_barrier;
 
-/* Initialises `b` for `n` parties. Returns 0, or -EINVAL if n is 0. */
+/* Initialises `b` for `n` parties.
+ * Returns
+ *   0        initialised,
+ *   -EINVAL  n is 0. */
 WEFT_API int weft_barrier_init(weft_barrier *b, unsigned n);
-/* Returns 0, or -EBUSY if waited on. */
+/* Finishes with `b`. Returns 0, or -EBUSY if someone waits on it. */
 WEFT_API int weft_barrier_destroy(weft_barrier *b);
 
 /* Arrives and waits for the round to complete.
@@ -610,9 +660,13 @@ WEFT_API int weft_barrier_destroy(weft_barrier *b);
  * Cancellation safe in that sense. Suspends. */
 WEFT_API int weft_barrier_wait(weft_barrier *b);
 WEFT_API int weft_barrier_wait_dl(weft_barrier *b, int64_t deadline);
+/* weft_barrier_wait() blocking a thread that is not running a task (a
+ * thread may be one of the parties). Returns 1, 0, or -EPERM from inside a
+ * task. */
 WEFT_API int weft_barrier_wait_blocking(weft_barrier *b);
-/* As a future: err 0 and value (void *)1 for the releasing party, NULL for
- * the others. */
+/* The wait as a heap future (NULL if memory is exhausted) or in `op`: ready
+ * with err 0 and value (void *)1 for the releasing party, NULL for the
+ * others. Dropped unfinished, it withdraws its arrival. */
 WEFT_API weft_future *weft_barrier_wait_future_at(weft_barrier *b,
                                                   const weft_site *site);
 #define weft_barrier_wait_future(b) weft_barrier_wait_future_at((b), WEFT_HERE)
@@ -622,8 +676,7 @@ WEFT_API weft_future *weft_barrier_wait_init_at(weft_sync_op *op,
 #define weft_barrier_wait_init(op, b)                                          \
     weft_barrier_wait_init_at((op), (b), WEFT_HERE)
 
-/* ---- once-cell ------------------------------------------------------------
- */
+/* ---- once-cell --------------------------------------------------------- */
 
 /* A value initialised once, asynchronously: the first caller runs the
  * initialiser (which may suspend), concurrent callers wait for it, and
@@ -634,6 +687,7 @@ typedef struct weft_once {
     void *opaque_[4];
 } weft_once;
 
+/* A statically initialised, empty cell (all-zero). */
 /* clang-format off */
 #define WEFT_ONCE_INIT {{0}}
 /* clang-format on */
@@ -642,9 +696,10 @@ typedef struct weft_once {
  * errno value. Runs on the caller's task (or thread). */
 typedef int (*weft_once_fn)(void *arg, void **value);
 
+/* Initialises `o` empty. */
 WEFT_API void weft_once_init(weft_once *o);
-/* Returns 0, or -EBUSY while initialising or waited on. The stored value
- * is the caller's to release. */
+/* Finishes with `o`. Returns 0, or -EBUSY while an initialiser runs or
+ * someone waits. The stored value is the caller's to release. */
 WEFT_API int weft_once_destroy(weft_once *o);
 
 /* Returns the value, running init(arg, value) first if the cell is empty and
@@ -654,14 +709,19 @@ WEFT_API int weft_once_destroy(weft_once *o);
  *   <0         init's error (this caller ran it; the cell stays empty),
  *   -ECANCELED, -ETIMEDOUT, -EPERM  as every suspending call (while
  *              waiting for another initialiser).
- * Suspends. */
+ * Cancellation: a waiter that is cancelled leaves; an initialiser's task
+ * that is cancelled gets -ECANCELED from its own suspending calls, and if
+ * init then fails the cell stays empty for the next caller. Any number of
+ * tasks and threads may call it at once. Suspends. */
 WEFT_API int weft_once_get(weft_once *o, weft_once_fn init, void *arg,
                            void **value);
 /* The deadline bounds the wait for another caller's initialiser; it does
  * not interrupt an initialiser this call runs (put a scope inside init). */
 WEFT_API int weft_once_get_dl(weft_once *o, weft_once_fn init, void *arg,
                               void **value, int64_t deadline);
-/* For a plain thread: init runs on the thread; waits block it. */
+/* weft_once_get() for a thread that is not running a task: init runs on
+ * the thread, and waiting for another initialiser blocks it. Returns as
+ * weft_once_get(), or -EPERM from inside a task (init is not run). */
 WEFT_API int weft_once_get_blocking(weft_once *o, weft_once_fn init, void *arg,
                                     void **value);
 /* As a future: if the cell is empty and free when polled, calls make(arg)
@@ -675,7 +735,9 @@ WEFT_API weft_future *weft_once_get_future_at(weft_once *o,
                                               void *arg, const weft_site *site);
 #define weft_once_get_future(o, make, arg)                                     \
     weft_once_get_future_at((o), (make), (arg), WEFT_HERE)
-/* The value if set: 0, or -EAGAIN. Never waits. */
+/* Reads the value if the cell is set.
+ * Returns 0 (*value set if value is not NULL), or -EAGAIN (empty or being
+ * initialised). Never waits. Any thread. */
 WEFT_API int weft_once_try_get(weft_once *o, void **value);
 
 /* ======================================================================== */
@@ -785,13 +847,18 @@ WEFT_API int weft_group_new(weft_group **out, weft_runtime *rt,
 WEFT_API int weft_group_spawn(weft_group *g, weft_group_fn fn, void *arg);
 WEFT_API int weft_group_spawn_dl(weft_group *g, weft_group_fn fn, void *arg,
                                  int64_t deadline);
-/* Never waits: -EAGAIN when the group is full. Any thread, any context. */
+/* Spawns like weft_group_spawn() if a slot is free, else returns -EAGAIN.
+ * Returns 0, -EAGAIN, -ECANCELED (the group was cancelled), -ESHUTDOWN or
+ * -ENOMEM. Never waits. Any thread, any context. */
 WEFT_API int weft_group_try_spawn(weft_group *g, weft_group_fn fn, void *arg);
 
-/* Spawns the heap future `f` as a stackless child, consuming it (whatever
- * the result). Waits for a slot like weft_group_spawn(). */
+/* Spawns the heap future `f` as a stackless child, consuming it whatever
+ * the result (a NULL f gives -ENOMEM). Its err is the child's result, its
+ * value what weft_group_next() reports. Waits for a slot and returns like
+ * weft_group_spawn(); on error f was freed unpolled. */
 WEFT_API int weft_group_spawn_future(weft_group *g, weft_future *f);
-/* Never waits: -EAGAIN when full (f is consumed all the same). */
+/* weft_group_spawn_future() if a slot is free, else -EAGAIN (f is consumed
+ * all the same). Never waits. Any thread, any context. */
 WEFT_API int weft_group_try_spawn_future(weft_group *g, weft_future *f);
 
 /* Waits for the next child to finish (in finishing order) and reaps it.
@@ -823,8 +890,10 @@ WEFT_API void weft_group_cancel(weft_group *g);
 WEFT_API size_t weft_group_len(weft_group *g);
 
 /* Cancels every child, waits until all have ended (even when the caller is
- * itself cancelled: no child outlives its group) and frees the group. NULL
- * is ignored. Suspends in a coroutine task; blocks a plain thread. */
+ * itself cancelled: no child outlives its group), reaps them and frees the
+ * group. Must not be called by one of the group's own children (it would
+ * wait for itself). NULL is ignored. Suspends in a coroutine task; blocks a
+ * plain thread (which needs the runtime to be running the children). */
 WEFT_API void weft_group_free(weft_group *g);
 
 #ifdef __cplusplus
