@@ -463,7 +463,10 @@ static bool join_wait(struct weft_task *t, struct join_waiter *n,
 /* Leaves the queue (if still in it) and releases the node's waker. */
 static void join_unwait(struct weft_task *t, struct join_waiter *n)
 {
-    if (n->linked || n->waker.vtable) {
+    /* n->waker is the owner's alone; n->linked is the completer's too and
+     * is read only under the lock. A node that never got a waker was never
+     * queued. */
+    if (n->waker.vtable) {
         pthread_mutex_t *l = join_lock(t);
         pthread_mutex_lock(l);
         if (n->linked)
