@@ -45,26 +45,33 @@ void bench_parse_kind(const char *s, bench_kind *k)
         base = (size_t)(dash - s);
         if (strcmp(dash, "-future") == 0)
             k->future = true;
+        else if (strcmp(dash, "-remote") == 0)
+            k->remote = true;
         else
             bench_fail(BENCH_EXIT_UNAVAILABLE,
-                       "unknown kind variant '%s' in '%s' (known: -future)",
+                       "unknown kind variant '%s' in '%s' (known: -future, "
+                       "-remote)",
                        dash, s);
     }
     if (base == 2 && strncmp(s, "ct", 2) == 0) {
         k->flavor = WEFT_CURRENT_THREAD;
         k->workers = 0;
-    } else if (base == 3 && strncmp(s, "mt1", 3) == 0) {
+    } else if (base >= 3 && base <= 5 && strncmp(s, "mt", 2) == 0 &&
+               atoi(s + 2) > 0) {
+        /* mt1, mt2, ... mt8 ...: the work-stealing runtime, N workers */
         k->flavor = WEFT_MULTI_THREAD;
-        k->workers = 1;
-    } else if (base == 3 && strncmp(s, "mt2", 3) == 0) {
-        k->flavor = WEFT_MULTI_THREAD;
-        k->workers = 2;
+        k->workers = atoi(s + 2);
     } else {
         bench_fail(BENCH_EXIT_UNAVAILABLE,
-                   "unknown kind '%s' (want ct|mt1|mt2, optionally with "
-                   "-future)",
+                   "unknown kind '%s' (want ct|mtN, optionally with "
+                   "-future or -remote)",
                    s);
     }
+    if (k->remote && k->flavor != WEFT_MULTI_THREAD)
+        bench_fail(BENCH_EXIT_UNAVAILABLE,
+                   "kind %s: -remote needs a multi-thread kind (a "
+                   "current-thread runtime runs nothing outside block_on)",
+                   s);
 }
 
 weft_runtime *bench_runtime_new(const bench_kind *k)

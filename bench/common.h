@@ -35,8 +35,10 @@ enum { BENCH_EXIT_FAIL = 1, BENCH_EXIT_UNAVAILABLE = 2 };
 typedef struct bench_kind {
     const char *name;   /* as given on the command line */
     weft_flavor flavor; /* WEFT_CURRENT_THREAD for ct, else WEFT_MULTI_THREAD */
-    int workers;        /* 0 for ct, 1 or 2 for mt1 / mt2 */
+    int workers;        /* 0 for ct, N for mtN */
     bool future;        /* "-future": task bodies are weft_futures */
+    bool remote;        /* "-remote" (W1): spawn and join from a thread
+                           outside the runtime instead of a root task */
 } bench_kind;
 
 /* Parses `s` into *k; on an unknown kind prints a message and exits 2. */
