@@ -22,7 +22,7 @@
  *    count as taken, so a new sender cannot overtake a woken one.
  *
  * Invariants, under the lock: recvq non-empty => len == 0; sendq non-empty
- * => len + reserved >= cap.
+ * => fewer than `batch` slots are free (grant_senders).
  */
 #include "sync/sync.h"
 
@@ -34,6 +34,7 @@ struct weft_chan {
     char *buf;                   /* ring of `size` slots (a power of two) */
     size_t size, head, len;
     size_t reserved; /* free slots promised to woken senders */
+    size_t batch;    /* free slots needed before waiting senders are woken */
     struct waitq recvq, sendq;
 };
 
@@ -126,9 +127,15 @@ static inline void ring_pop(struct weft_chan *c, void *out)
 
 /* ---- the two operations, under the lock ---- */
 
-/* Hands free slots to waiting senders, oldest first. */
+/* Hands free slots to waiting senders, oldest first, once `batch` slots
+ * are free: waking a sender for every slot a receiver frees costs a wake-up
+ * (often across threads) per message, while waking them when an eighth of
+ * the buffer is free lets each woken sender push a run of messages on the
+ * fast path. The receiver still has the rest of the buffer to drain. */
 static void grant_senders(struct weft_chan *c, struct wake_list *wl)
 {
+    if (c->len + c->reserved + c->batch > c->cap)
+        return;
     while (c->sendq.head && c->len + c->reserved < c->cap) {
         c->reserved++;
         waitq_claim_one(&c->sendq, 1, wl);
@@ -151,7 +158,8 @@ send_locked(struct weft_chan *c, const void *msg, bool reserved,
         waiter_claim(r, 0, wl);
         return 0;
     }
-    if (!reserved && c->len + c->reserved >= c->cap)
+    /* Queue behind waiting senders even when there is room (FIFO). */
+    if (!reserved && (c->len + c->reserved >= c->cap || c->sendq.head != NULL))
         return -EAGAIN;
     return ring_push(c, msg);
 }
@@ -203,12 +211,12 @@ static weft_poll send_poll(weft_future *f, weft_cx *cx)
         waiter_reset(&op->w);
         if (op->w.result < 0)
             return weft_future_set(f, NULL, op->w.result);
-        /* Woken with a slot reserved for us. */
+        /* Woken with a slot reserved for us. The message may go straight
+         * to a receiver instead, leaving the slot free: pass it on. */
         sync_lock(&c->lock);
         c->reserved--;
         rc = send_locked(c, op->w.ptr, true, &wl);
-        if (rc < 0)
-            grant_senders(c, &wl);
+        grant_senders(c, &wl);
         sync_unlock(&c->lock);
         wake_list_run(&wl);
         budget_use(cx);
@@ -320,6 +328,7 @@ static int chan_create(weft_chan_tx **tx, weft_chan_rx **rx, size_t elem,
     c->senders = c->receivers = 1;
     c->elem = elem;
     c->cap = cap;
+    c->batch = cap == SIZE_MAX ? 1 : cap / 8 ? cap / 8 : 1;
     *tx = (weft_chan_tx *)c;
     *rx = (weft_chan_rx *)c;
     return 0;
