@@ -85,11 +85,13 @@ static void spawn_one(weft_task **h, uint64_t d, bool future, uint64_t i)
 {
     int rc;
     if (future) {
-        struct w5_future *f = (struct w5_future *)weft_future_new(
-            sizeof *f, &w5_future_ops);
+        struct w5_future *f =
+            (struct w5_future *)weft_future_new(sizeof *f, &w5_future_ops);
         if (!f)
-            bench_fail(BENCH_EXIT_FAIL, "w5: weft_future_new #%llu: out of "
-                       "memory", (unsigned long long)i);
+            bench_fail(BENCH_EXIT_FAIL,
+                       "w5: weft_future_new #%llu: out of "
+                       "memory",
+                       (unsigned long long)i);
         f->d = d;
         weft_timer_init_after(&f->timer, (int64_t)d);
         rc = weft_spawn_future(NULL, h, &f->base, NULL);
@@ -144,8 +146,8 @@ int bench_w5_run(const char *kind, long n)
     weft_runtime *rt = bench_runtime_new(&k);
     bench_block_on(rt, w5_root, &w);
     double wall_ms = w.wall_ns / 1e6;
-    long grown = w.peak_rss_kb > w.base_rss_kb ? w.peak_rss_kb - w.base_rss_kb
-                                               : 0;
+    long grown =
+        w.peak_rss_kb > w.base_rss_kb ? w.peak_rss_kb - w.base_rss_kb : 0;
     bench_result("impl=weft-%s wl=w5 n=%llu wall_ms=%.3f overhead_ms=%.3f "
                  "spawn_ms=%.3f dsum=%llu base_rss_kb=%ld peak_rss_kb=%ld "
                  "rss_per_task_b=%.1f",
@@ -158,6 +160,5 @@ int bench_w5_run(const char *kind, long n)
 
 int bench_w5(int argc, char **argv)
 {
-    return bench_w5_run(argv[2],
-                        (long)bench_arg_u64(argc, argv, 3, 1000000));
+    return bench_w5_run(argv[2], (long)bench_arg_u64(argc, argv, 3, 1000000));
 }

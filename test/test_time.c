@@ -95,8 +95,8 @@ static void counter_drop(void *d)
 {
     atomic_fetch_add(&((struct counter *)d)->drops, 1);
 }
-static const weft_waker_vtable counter_vt = {
-    counter_clone, counter_wake, counter_wake_by_ref, counter_drop};
+static const weft_waker_vtable counter_vt = {counter_clone, counter_wake,
+                                             counter_wake_by_ref, counter_drop};
 
 static weft_cx counter_cx(struct counter *c)
 {
@@ -123,12 +123,18 @@ static uint64_t pick_when(uint64_t *rng, uint64_t now)
 {
     uint64_t r = splitmix(rng);
     switch (r % 6) {
-    case 0: return now + 1 + (r >> 8) % 64;
-    case 1: return now + 1 + (r >> 8) % 5000;
-    case 2: return now + 1 + (r >> 8) % (1u << 20);
-    case 3: return now + 1 + (r >> 8) % ((uint64_t)1 << 32);
-    case 4: return now + 1 + (r >> 8) % ((uint64_t)1 << 40); /* overflow */
-    default: return now + 1 + (r >> 8) % 3; /* many equal deadlines */
+    case 0:
+        return now + 1 + (r >> 8) % 64;
+    case 1:
+        return now + 1 + (r >> 8) % 5000;
+    case 2:
+        return now + 1 + (r >> 8) % (1u << 20);
+    case 3:
+        return now + 1 + (r >> 8) % ((uint64_t)1 << 32);
+    case 4:
+        return now + 1 + (r >> 8) % ((uint64_t)1 << 40); /* overflow */
+    default:
+        return now + 1 + (r >> 8) % 3; /* many equal deadlines */
     }
 }
 
@@ -136,11 +142,16 @@ static uint64_t pick_jump(uint64_t *rng)
 {
     uint64_t r = splitmix(rng);
     switch (r % 5) {
-    case 0: return 0;
-    case 1: return (r >> 8) % 4;
-    case 2: return (r >> 8) % 200;
-    case 3: return (r >> 8) % 100000;
-    default: return (r >> 8) % ((uint64_t)1 << 38);
+    case 0:
+        return 0;
+    case 1:
+        return (r >> 8) % 4;
+    case 2:
+        return (r >> 8) % 200;
+    case 3:
+        return (r >> 8) % 100000;
+    default:
+        return (r >> 8) % ((uint64_t)1 << 38);
     }
 }
 
@@ -256,8 +267,9 @@ static void *lateness_root(void *arg)
         ASSERT_GE(late[i], 0);
     }
     qsort(late, N, sizeof late[0], cmp_i64);
-    fprintf(stderr, "lateness of a 10 ms sleep on an idle runtime: median "
-                    "%.3f ms, max %.3f ms\n",
+    fprintf(stderr,
+            "lateness of a 10 ms sleep on an idle runtime: median "
+            "%.3f ms, max %.3f ms\n",
             late[N / 2] / 1e6, late[N - 1] / 1e6);
     /* 1 ms of rounding up plus the wake-up; the machine may stall us. */
     ASSERT_LE(late[N / 2], 3 * 1000000);
@@ -311,8 +323,9 @@ static void run_order(struct order_log *log, int n, bool paused)
     if (paused)
         ASSERT_OK(weft_time_pause());
     /* a coroutine's first poll is slow under sanitizers (TSan fibers) */
-    int64_t base = weft_deadline_after(paused ? 1000
-                                       : TEST_SANITIZED ? 2000 : 100);
+    int64_t base = weft_deadline_after(paused           ? 1000
+                                       : TEST_SANITIZED ? 2000
+                                                        : 100);
     weft_spawn_opts o = {.stack_size = 32 * 1024};
     for (int i = 0; i < n; i++) {
         args[i].log = log;
@@ -528,7 +541,7 @@ struct race {
         weft_timer t;
         int64_t deadline;
         atomic_int ready;
-    } *slot;
+    } * slot;
     struct counter c;
     atomic_long registered;
 };
@@ -829,8 +842,8 @@ static void *scopes_root(void *arg)
     ASSERT_EQ(weft_await_deadline(weft_sleep_future(10), NULL, n + 100), 0);
     ASSERT_EQ(weft_now(), n + 60);
     ASSERT_EQ(weft_await_deadline(weft_ready((void *)3, 0), &v, n), -ETIMEDOUT);
-    ASSERT_EQ(weft_await_deadline(weft_ready((void *)3, 0), &v,
-                                  WEFT_TIME_NEVER), 0);
+    ASSERT_EQ(
+        weft_await_deadline(weft_ready((void *)3, 0), &v, WEFT_TIME_NEVER), 0);
     ASSERT_EQ((intptr_t)v, 3);
     ASSERT_OK(weft_spawn(NULL, &t, sleeper_500, NULL));
     ASSERT_EQ(weft_join_deadline(t, NULL, weft_now() + 100), -ETIMEDOUT);
@@ -919,9 +932,10 @@ static void *timeout_root(void *arg)
     ASSERT_EQ((intptr_t)v, 5);
     ASSERT_EQ(weft_await(weft_timeout(weft_ready(NULL, -EPIPE), 10), NULL),
               -EPIPE);
-    ASSERT_EQ(weft_await(weft_timeout_until(weft_sleep_future(1000),
-                                            weft_now() + 5), NULL),
-              -ETIMEDOUT);
+    ASSERT_EQ(
+        weft_await(weft_timeout_until(weft_sleep_future(1000), weft_now() + 5),
+                   NULL),
+        -ETIMEDOUT);
     ASSERT(weft_timeout(NULL, 5) == NULL);
     /* dropped without a poll: frees the inner future, no report */
     weft_future *f = weft_timeout(weft_sleep_future(5), 5);
@@ -949,13 +963,13 @@ static void note(struct scenario *sc, const char *who, int64_t what)
     pthread_mutex_lock(&sc->lock);
     int left = (int)sizeof sc->log - sc->n;
     if (left > 64)
-        sc->n += snprintf(sc->log + sc->n, (size_t)left, "%lld %s %lld\n",
-                          (long long)(weft_now() - sc->start), who,
-                          (long long)what);
+        sc->n +=
+            snprintf(sc->log + sc->n, (size_t)left, "%lld %s %lld\n",
+                     (long long)(weft_now() - sc->start), who, (long long)what);
     pthread_mutex_unlock(&sc->lock);
 }
 
-#define HOURS(h) ((int64_t)(h) * 3600 * 1000)
+#define HOURS(h) ((int64_t)(h)*3600 * 1000)
 
 static void *sc_sleeper(void *arg)
 {
@@ -971,8 +985,8 @@ static void *sc_ticker(void *arg)
 {
     struct scenario *sc = arg;
     weft_interval *iv;
-    ASSERT_OK(weft_interval_new_at(&iv, sc->start + 6007, 6007,
-                                   WEFT_TICK_BURST));
+    ASSERT_OK(
+        weft_interval_new_at(&iv, sc->start + 6007, 6007, WEFT_TICK_BURST));
     int64_t due = 0;
     while (due - sc->start < HOURS(5)) {
         ASSERT_EQ(weft_interval_tick(iv, &due), 0);
@@ -1105,8 +1119,7 @@ static void *long_root(void *arg)
     ASSERT_EQ(weft_now(), s + ((int64_t)1 << 36) + 5);
     s = weft_now();
     weft_task *t;
-    ASSERT_OK(weft_spawn_future(NULL, &t, weft_sleep_future(100 * year),
-                                NULL));
+    ASSERT_OK(weft_spawn_future(NULL, &t, weft_sleep_future(100 * year), NULL));
     weft_scope sc;
     weft_scope_enter(&sc, s + 5 * year);
     ASSERT_EQ(weft_sleep_until(WEFT_TIME_NEVER), -ETIMEDOUT);
@@ -1147,8 +1160,8 @@ static void *pending_root(void *arg)
         ASSERT_OK(weft_spawn(NULL, NULL, interval_forever, NULL));
     }
     for (int i = 0; i < 2000; i++)
-        ASSERT_OK(weft_spawn_future(NULL, NULL, weft_sleep_future(3600000),
-                                    NULL));
+        ASSERT_OK(
+            weft_spawn_future(NULL, NULL, weft_sleep_future(3600000), NULL));
     while (registered() < (size_t)(2 * nc + 2000))
         ASSERT_EQ(weft_sleep(1), 0);
     return NULL;

@@ -27,7 +27,8 @@ static bool timer_fired(const weft_timer *t)
 {
     const struct weft__timer *e = (const struct weft__timer *)(const void *)t;
     return atomic_load_explicit(&((struct weft__timer *)e)->word,
-                                memory_order_acquire) & TW_FIRED;
+                                memory_order_acquire) &
+           TW_FIRED;
 }
 
 void weft_scope_enter(weft_scope *s, int64_t deadline)
@@ -97,8 +98,7 @@ int weft_await_deadline(weft_future *f, void **value, int64_t deadline)
 
 /* A plain thread joins with a deadline: poll a join future with a parker's
  * waker, sleeping on the parker until woken or the deadline. */
-static int join_blocking_deadline(weft_task *t, void **result,
-                                  int64_t deadline)
+static int join_blocking_deadline(weft_task *t, void **result, int64_t deadline)
 {
     struct weft_parker *p = weft__parker_new();
     weft_future *f = p ? weft_join_future(t) : NULL;
@@ -107,7 +107,8 @@ static int join_blocking_deadline(weft_task *t, void **result,
             weft__parker_unref(p);
         return -ENOMEM;
     }
-    weft_cx cx = {.waker = weft__parker_waker(p), .task = NULL,
+    weft_cx cx = {.waker = weft__parker_waker(p),
+                  .task = NULL,
                   .budget = WEFT_COOP_BUDGET};
     int rc;
     for (;;) {
@@ -122,10 +123,10 @@ static int join_blocking_deadline(weft_task *t, void **result,
             rc = -ETIMEDOUT;
             break;
         }
-        int64_t wait = deadline == WEFT_TIME_NEVER ||
-                               deadline - now > INT64_MAX / 1000000
-                           ? -1
-                           : (deadline - now) * 1000000;
+        int64_t wait =
+            deadline == WEFT_TIME_NEVER || deadline - now > INT64_MAX / 1000000
+                ? -1
+                : (deadline - now) * 1000000;
         weft__parker_park_timeout(p, wait);
     }
     weft_future_free(f);

@@ -43,18 +43,17 @@ static const weft_future_ops sleep_ops = {
 
 weft_future *weft_sleep_future_at(int64_t ms, const weft_site *site)
 {
-    struct sleep_future *s = (struct sleep_future *)weft_future_new_at(
-        sizeof *s, &sleep_ops, site);
+    struct sleep_future *s =
+        (struct sleep_future *)weft_future_new_at(sizeof *s, &sleep_ops, site);
     if (s)
         weft_timer_init_after(&s->timer, ms);
     return s ? &s->base : NULL;
 }
 
-weft_future *weft_sleep_until_future_at(int64_t deadline,
-                                        const weft_site *site)
+weft_future *weft_sleep_until_future_at(int64_t deadline, const weft_site *site)
 {
-    struct sleep_future *s = (struct sleep_future *)weft_future_new_at(
-        sizeof *s, &sleep_ops, site);
+    struct sleep_future *s =
+        (struct sleep_future *)weft_future_new_at(sizeof *s, &sleep_ops, site);
     if (s)
         weft_timer_init(&s->timer, deadline);
     return s ? &s->base : NULL;
@@ -122,8 +121,7 @@ static const weft_future_ops timeout_ops = {
     .name = "timeout",
 };
 
-static struct timeout_future *timeout_new(weft_future *f,
-                                          const weft_site *site)
+static struct timeout_future *timeout_new(weft_future *f, const weft_site *site)
 {
     if (!f)
         return NULL;
@@ -165,13 +163,13 @@ struct weft_interval {
     weft_missed_tick policy;
 };
 
-int weft_interval_new_at(weft_interval **out, int64_t start,
-                         int64_t period_ms, weft_missed_tick policy)
+int weft_interval_new_at(weft_interval **out, int64_t start, int64_t period_ms,
+                         weft_missed_tick policy)
 {
     *out = NULL;
-    if (period_ms <= 0 || (policy != WEFT_TICK_BURST &&
-                           policy != WEFT_TICK_DELAY &&
-                           policy != WEFT_TICK_SKIP))
+    if (period_ms <= 0 ||
+        (policy != WEFT_TICK_BURST && policy != WEFT_TICK_DELAY &&
+         policy != WEFT_TICK_SKIP))
         return -EINVAL;
     weft_interval *iv = weft__zalloc(sizeof *iv);
     if (!iv)
@@ -257,8 +255,8 @@ static const weft_future_ops tick_ops = {
 weft_future *weft_interval_tick_future_at(weft_interval *iv,
                                           const weft_site *site)
 {
-    struct tick_future *t = (struct tick_future *)weft_future_new_at(
-        sizeof *t, &tick_ops, site);
+    struct tick_future *t =
+        (struct tick_future *)weft_future_new_at(sizeof *t, &tick_ops, site);
     if (t)
         t->iv = iv;
     return t ? &t->base : NULL;

@@ -61,8 +61,8 @@ int64_t weft__clock_ns(struct weft_clock *c)
     int64_t f = atomic_load_explicit(&c->frozen, memory_order_acquire);
     if (f != CLOCK_RUNNING)
         return f;
-    return weft__mono_ns() + atomic_load_explicit(&c->offset,
-                                                  memory_order_acquire);
+    return weft__mono_ns() +
+           atomic_load_explicit(&c->offset, memory_order_acquire);
 }
 
 static inline int64_t ceil_ms(int64_t ns)
@@ -217,8 +217,8 @@ static size_t fire_wheel(struct weft_wheel *wh, uint64_t now, bool try)
     size_t fired = 0;
     struct weft__timer *t;
     while ((t = weft__wheel_poll(&wh->core, now))) {
-        uint64_t when = TW_VALUE(atomic_load_explicit(&t->word,
-                                                      memory_order_relaxed));
+        uint64_t when =
+            TW_VALUE(atomic_load_explicit(&t->word, memory_order_relaxed));
         batch[n++] = t->waker;
         /* From here on the entry is its owner's again: do not touch it. */
         atomic_store_explicit(&t->word, TW_WORD(when, TW_FIRED),
@@ -479,9 +479,8 @@ static void clock_jump(struct weft_clock *c, int64_t ns)
 {
     int64_t f = atomic_load_explicit(&c->frozen, memory_order_acquire);
     while (f != CLOCK_RUNNING && f < ns &&
-           !atomic_compare_exchange_weak_explicit(&c->frozen, &f, ns,
-                                                  memory_order_acq_rel,
-                                                  memory_order_acquire))
+           !atomic_compare_exchange_weak_explicit(
+               &c->frozen, &f, ns, memory_order_acq_rel, memory_order_acquire))
         ;
 }
 
@@ -566,9 +565,8 @@ int weft_time_pause(void)
     struct weft_clock *c = &tm->clock;
     int64_t expect = CLOCK_RUNNING;
     int64_t ns = ceil_ms(weft__clock_ns(c)) * NS_PER_MS;
-    atomic_compare_exchange_strong_explicit(&c->frozen, &expect, ns,
-                                            memory_order_acq_rel,
-                                            memory_order_acquire);
+    atomic_compare_exchange_strong_explicit(
+        &c->frozen, &expect, ns, memory_order_acq_rel, memory_order_acquire);
     return 0;
 }
 
@@ -582,8 +580,7 @@ int weft_time_resume(void)
     while (f != CLOCK_RUNNING) {
         atomic_store_explicit(&c->offset, f - weft__mono_ns(),
                               memory_order_release);
-        if (atomic_compare_exchange_weak_explicit(&c->frozen, &f,
-                                                  CLOCK_RUNNING,
+        if (atomic_compare_exchange_weak_explicit(&c->frozen, &f, CLOCK_RUNNING,
                                                   memory_order_acq_rel,
                                                   memory_order_acquire))
             break;
@@ -608,9 +605,8 @@ int weft_time_advance(int64_t ms)
         int64_t to = f + ms * NS_PER_MS;
         if (ms > (INT64_MAX - f) / NS_PER_MS)
             to = INT64_MAX - NS_PER_MS;
-        if (atomic_compare_exchange_weak_explicit(&c->frozen, &f, to,
-                                                  memory_order_acq_rel,
-                                                  memory_order_acquire))
+        if (atomic_compare_exchange_weak_explicit(
+                &c->frozen, &f, to, memory_order_acq_rel, memory_order_acquire))
             break;
     }
     fire_all(tm, (uint64_t)(refresh(tm, w) / NS_PER_MS), w->wheel, false);

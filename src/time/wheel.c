@@ -135,8 +135,8 @@ static inline int occ_first(const struct wheel_core *w, unsigned level,
     uint64_t m = w->occ0[wi] & (~(uint64_t)0 << (from % 64));
     if (m)
         return (int)(wi * 64 + (unsigned)__builtin_ctzll(m));
-    uint64_t sum = wi + 1 < 64 ? w->occ0_summary & (~(uint64_t)0 << (wi + 1))
-                               : 0;
+    uint64_t sum =
+        wi + 1 < 64 ? w->occ0_summary & (~(uint64_t)0 << (wi + 1)) : 0;
     if (!sum)
         return -1;
     wi = (unsigned)__builtin_ctzll(sum);

@@ -97,7 +97,8 @@ enum {
 #define TW_WORD(value, flags) (((uint64_t)(value) << TW_SHIFT) | (flags))
 
 struct wheel_core {
-    uint64_t elapsed; /* every timer due at or before this has been handed out */
+    uint64_t
+        elapsed; /* every timer due at or before this has been handed out */
     /* Occupied slots, one bit each: level 0 in occ0 (with a summary bit per
      * word), the levels above in occ[level - 1]. */
     uint64_t occ0[WHEEL_L0_SLOTS / 64];
