@@ -7,7 +7,7 @@
  *   weft-bench w2 KIND [N=10000000]      W2 yield
  *   weft-bench w3 KIND [N=1000000]       W3 ping-pong
  *   weft-bench w4 KIND P [N=10000000]    W4 channel throughput
- *   weft-bench w5 KIND [N=1000000]       W5 timers               (not yet)
+ *   weft-bench w5 KIND [N=1000000]       W5 timers
  *   weft-bench w6 KIND [N=100000]        W6 parked tasks
  *   weft-bench w9 KIND [N=10000000]      W9 raw switch, N round trips
  *   weft-bench echo KIND PORT            W7 echo server          (not yet)
@@ -34,7 +34,7 @@ static const struct {
     {"w2", bench_w2, "W2 yield"},
     {"w3", bench_w3, "W3 ping-pong"},
     {"w4", bench_w4, "W4 channel throughput"},
-    {"w5", NULL, "W5 timers"},
+    {"w5", bench_w5, "W5 timers"},
     {"w6", bench_w6, "W6 parked tasks"},
     {"w9", bench_w9, "W9 raw context switch"},
     {"echo", NULL, "W7 TCP echo server"},

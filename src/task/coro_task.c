@@ -168,6 +168,7 @@ int weft_await(weft_future *f, void **value)
     struct weft_worker *w = weft__worker_current();
     struct coro_task *ct = current_coro(w);
     if (!ct) {
+        f->flags |= FUT_POLLED; /* awaited in the wrong place, not forgotten */
         weft_future_free(f);
         return -EPERM;
     }
