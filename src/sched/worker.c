@@ -37,9 +37,13 @@ bool weft__worker_poll(struct weft_worker *w, struct weft_task *t)
 {
     enum task_run run;
     if (t->yielded) {
-        /* Still RUNNING from its last poll (see task.h, "yield"). */
+        /* Still RUNNING from its last poll (see task.h, "yield"); a cancel
+         * that came meanwhile only set bits. */
         t->yielded = 0;
-        run = RUN_OK;
+        run = atomic_load_explicit(&t->state, memory_order_relaxed) &
+                      TASK_CANCELLED
+                  ? RUN_CANCELLED
+                  : RUN_OK;
     } else {
         run = weft__task_to_running(t);
         if (run == RUN_GONE)
@@ -57,6 +61,7 @@ bool weft__worker_poll(struct weft_worker *w, struct weft_task *t)
     weft_poll r = t->vt->poll(t, &w->cx);
     w->current = NULL;
     if (r == WEFT_READY) {
+        t->yielded = 0; /* woke itself, then finished anyway */
         weft__task_complete(t, t->value, t->err);
         return false;
     }

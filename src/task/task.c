@@ -153,14 +153,29 @@ static weft_waker task_waker_clone(void *data)
     return weft__task_waker(data);
 }
 
+/* A task that wakes itself while it is being polled (a yield, a spent
+ * budget) needs no atomic operation: it is RUNNING and owned by this
+ * worker, which re-queues it like a yielded coroutine (see task.h). */
+static bool wake_self(struct weft_task *t)
+{
+    struct weft_worker *w = weft__tls_worker;
+    if (w && w->current == t) {
+        t->yielded = 1;
+        return true;
+    }
+    return false;
+}
+
 static void task_waker_wake_by_ref(void *data)
 {
-    weft__task_wake(data);
+    if (!wake_self(data))
+        weft__task_wake(data);
 }
 
 static void task_waker_wake(void *data)
 {
-    weft__task_wake(data);
+    if (!wake_self(data))
+        weft__task_wake(data);
     weft__task_unref(data);
 }
 

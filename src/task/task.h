@@ -39,10 +39,12 @@
  *   to_idle (poll pending) RUNNING -> !RUNNING; if NOTIFIED was set during
  *                            the poll the poll's reference goes back to a
  *                            queue entry, else it is dropped
- *   yield (coroutines)    no change: the task stays RUNNING and goes to the
+ *   yield                 no change: the task stays RUNNING and goes to the
  *                            back of a run queue; the next pop skips
  *                            to_running (t->yielded says so). A yield costs
- *                            no atomic operation.
+ *                            no atomic operation. A coroutine's weft_yield,
+ *                            and any waker of a task woken on the very
+ *                            thread that is polling it, take this path.
  *   wake                  idle -> NOTIFIED (+1 ref, submit to scheduler);
  *                            RUNNING -> RUNNING|NOTIFIED; NOTIFIED or
  *                            COMPLETE -> unchanged
