@@ -63,9 +63,8 @@ int main(int argc, char **argv)
         if (strcmp(argv[1], workloads[i].name) != 0)
             continue;
         if (!workloads[i].fn)
-            bench_fail(BENCH_EXIT_UNAVAILABLE,
-                       "%s (%s) is not implemented yet", workloads[i].name,
-                       workloads[i].what);
+            bench_fail(BENCH_EXIT_UNAVAILABLE, "%s (%s) is not implemented yet",
+                       workloads[i].name, workloads[i].what);
         return workloads[i].fn(argc, argv);
     }
     fprintf(stderr, "weft-bench: unknown workload '%s'\n", argv[1]);

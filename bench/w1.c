@@ -64,8 +64,10 @@ static void spawn_future(weft_task **hs, uint64_t n)
          * with value i, weft's own ready future. */
         weft_future *f = weft_ready((void *)(uintptr_t)i, 0);
         if (!f)
-            bench_fail(BENCH_EXIT_FAIL, "w1: weft_ready #%llu: out of "
-                       "memory", (unsigned long long)i);
+            bench_fail(BENCH_EXIT_FAIL,
+                       "w1: weft_ready #%llu: out of "
+                       "memory",
+                       (unsigned long long)i);
         int rc = weft_spawn_future(spawn_rt, &hs[i], f, NULL);
         if (rc < 0)
             bench_fail(BENCH_EXIT_FAIL, "w1: weft_spawn_future #%llu: %s",

@@ -62,9 +62,9 @@ static const struct {
     const char *customer;
     const struct pizza *pizza;
 } todays_orders[NORDERS] = {
-    {"Ada", &margherita},  {"Alan", &marinara},     {"Grace", &formaggi},
-    {"Edsger", &diavola},  {"Barbara", &funghi},    {"Ken", &margherita},
-    {"Linus", &calzone},   {"Margaret", &diavola},  {"Dennis", &marinara},
+    {"Ada", &margherita},   {"Alan", &marinara},    {"Grace", &formaggi},
+    {"Edsger", &diavola},   {"Barbara", &funghi},   {"Ken", &margherita},
+    {"Linus", &calzone},    {"Margaret", &diavola}, {"Dennis", &marinara},
     {"Frances", &formaggi},
 };
 
@@ -143,9 +143,9 @@ static void sleep_ms(int ms)
 struct ticket {
     pthread_mutex_t lock; /* guards everything below */
     int ms;
-    int done;          /* the cook has finished */
-    int refs;          /* 2 at first: the future's and the cook's */
-    weft_waker waker;  /* whom to wake when done; the cook or drop takes it */
+    int done;         /* the cook has finished */
+    int refs;         /* 2 at first: the future's and the cook's */
+    weft_waker waker; /* whom to wake when done; the cook or drop takes it */
 };
 
 /* Counters, to show afterwards what happened. */
@@ -437,9 +437,9 @@ static void *show_laziness(void *arg)
 /* 3. Asynchronous: take every order, hand pizzas over as they come out     */
 /* ------------------------------------------------------------------------ */
 
-static double shop_t0;             /* start of the asynchronous run */
-static pthread_t counter_thread;   /* the thread inside weft_block_on() */
-static atomic_int steps_here;      /* awaits that resumed on that thread */
+static double shop_t0;           /* start of the asynchronous run */
+static pthread_t counter_thread; /* the thread inside weft_block_on() */
+static atomic_int steps_here;    /* awaits that resumed on that thread */
 
 /* One order, as one coroutine task: plain sequential code. Each weft_await
  * suspends this task only; meanwhile the thread runs the other tasks. */
@@ -478,11 +478,12 @@ static void customer_leaves(struct shop *shop)
     weft_task *t = shop->tasks[shop->leaving - 1];
     if (weft_task_done(t)) {
         printf("   %4.2f s  %s wanted to cancel #%d, but it is already "
-               "done\n", now(shop_t0), o->customer, o->no);
+               "done\n",
+               now(shop_t0), o->customer, o->no);
         return;
     }
-    printf("   %4.2f s  %s leaves: cancelling #%d (in the %s)\n",
-           now(shop_t0), o->customer, o->no, step_name[o->steps_done]);
+    printf("   %4.2f s  %s leaves: cancelling #%d (in the %s)\n", now(shop_t0),
+           o->customer, o->no, step_name[o->steps_done]);
     weft_task_cancel(t);
 }
 
@@ -507,7 +508,8 @@ static void *counter(void *arg)
             die("weft_yield", rc);
     }
     printf("   %4.2f s  all %d orders are in the kitchen; the counter waits "
-           "for #1\n", now(shop_t0), NORDERS);
+           "for #1\n",
+           now(shop_t0), NORDERS);
 
     for (int i = 0; i < NORDERS; i++) {
         /* Suspends the counter until order i is done. Orders that finish
@@ -566,7 +568,8 @@ static void print_summary(const struct shop *shop, double total,
            NORDERS + 1, NORDERS, atomic_load(&steps_here), NORDERS - 1);
     printf("   weft_runtime_metrics: the thread polled tasks %llu times "
            "(a poll resumes\n   an order, which collects one step and starts "
-           "the next) and went idle\n   %llu times, until a cook or the oven timer woke a task. "
+           "the next) and went idle\n   %llu times, until a cook or the oven "
+           "timer woke a task. "
            "It was busy for %.1f ms of the %.2f s.\n\n",
            (unsigned long long)(w1->polls - w0->polls),
            (unsigned long long)(w1->parks - w0->parks),
@@ -579,12 +582,14 @@ static void print_summary(const struct shop *shop, double total,
            b->wakes - a->wakes);
     if (shop->orders[shop->leaving - 1].result != -ECANCELED) {
         printf("   #%d was ready before its customer left: cancelling a "
-               "finished task does\n   nothing.\n", shop->leaving);
+               "finished task does\n   nothing.\n",
+               shop->leaving);
         return;
     }
     printf("   Cancelling #%d made its weft_await return -ECANCELED; the task "
            "returned\n   and the future's drop let go of the kitchen "
-           "ticket. ", shop->leaving);
+           "ticket. ",
+           shop->leaving);
     if (atomic_load(&kitchen.thrown_away) > 0)
         printf("The cook finished\n   anyway (a pizza cannot be un-baked), "
                "threw the dish away and woke no one.\n");
@@ -604,7 +609,8 @@ int main(void)
     printf("weft %s: the pizza demo\n\n", weft_version_string());
 
     printf("1. Synchronous: wait at the counter for each order "
-           "(the first %d only)\n\n", NSYNC);
+           "(the first %d only)\n\n",
+           NSYNC);
     take_orders(orders);
     serve_synchronously(orders, NSYNC);
 

@@ -88,7 +88,7 @@ typedef struct weft_site {
 #if defined(__GNUC__) || defined(__clang__)
 #define WEFT_HERE                                                              \
     (__extension__({                                                           \
-        static const weft_site weft_site_here_ = {__FILE__, __func__,         \
+        static const weft_site weft_site_here_ = {__FILE__, __func__,          \
                                                   __LINE__};                   \
         &weft_site_here_;                                                      \
     }))
@@ -212,7 +212,8 @@ struct weft_future {
  * weft_spawn_future, combinators) or frees it with weft_future_free().
  * Use the weft_future_new() macro, which records the call site.
  * Returns NULL if memory is exhausted. Any thread. */
-WEFT_API weft_future *weft_future_new_at(size_t size, const weft_future_ops *ops,
+WEFT_API weft_future *weft_future_new_at(size_t size,
+                                         const weft_future_ops *ops,
                                          const weft_site *site);
 #define weft_future_new(size, ops) weft_future_new_at((size), (ops), WEFT_HERE)
 
@@ -249,7 +250,8 @@ static inline weft_poll weft_future_set(weft_future *f, void *value, int err)
 
 /* A future that is ready at its first poll with (value, err). Returns NULL if
  * memory is exhausted. Any thread. */
-WEFT_API weft_future *weft_ready_at(void *value, int err, const weft_site *site);
+WEFT_API weft_future *weft_ready_at(void *value, int err,
+                                    const weft_site *site);
 #define weft_ready(value, err) weft_ready_at((value), (err), WEFT_HERE)
 
 /* A future that returns WEFT_PENDING once (waking itself) and is ready at its
@@ -275,17 +277,17 @@ typedef enum weft_flavor {
  * every field to its default, then change what you need; fields added in
  * later versions take their defaults that way. */
 typedef struct weft_config {
-    size_t struct_size;  /* set by weft_config_init(); do not change */
-    weft_flavor flavor;  /* default WEFT_CURRENT_THREAD */
-    int workers;         /* multi-thread only; 0 = the CPUs this process may
-                            use, or $WEFT_WORKERS when set */
-    size_t stack_size;   /* default coroutine stack size in bytes; 0 = 256 KiB
-                            (or $WEFT_STACK_SIZE); rounded up to pages */
-    int debug;           /* 1 = diagnostics on, 0 = off, -1 = default (on in
-                            debug builds or when $WEFT_DEBUG=1) */
+    size_t struct_size; /* set by weft_config_init(); do not change */
+    weft_flavor flavor; /* default WEFT_CURRENT_THREAD */
+    int workers;        /* multi-thread only; 0 = the CPUs this process may
+                           use, or $WEFT_WORKERS when set */
+    size_t stack_size;  /* default coroutine stack size in bytes; 0 = 256 KiB
+                           (or $WEFT_STACK_SIZE); rounded up to pages */
+    int debug;          /* 1 = diagnostics on, 0 = off, -1 = default (on in
+                           debug builds or when $WEFT_DEBUG=1) */
     int max_blocking_threads;      /* blocking pool cap; 0 = 512 */
     int64_t blocking_keepalive_ms; /* idle pool thread exits after; 0 = 10 s */
-    uint64_t reserved[6]; /* room to grow; keep zero */
+    uint64_t reserved[6];          /* room to grow; keep zero */
 } weft_config;
 
 /* Fills `cfg` with the defaults. */
@@ -500,9 +502,9 @@ typedef struct weft_worker_metrics {
 /* A snapshot of a runtime's counters. Values are read without stopping
  * the workers, so they are individually exact but not a consistent cut. */
 typedef struct weft_metrics {
-    size_t struct_size;   /* set by weft_runtime_metrics */
-    int workers;          /* 1 for a current-thread runtime */
-    uint64_t live_tasks;  /* spawned and not yet finished */
+    size_t struct_size;          /* set by weft_runtime_metrics */
+    int workers;                 /* 1 for a current-thread runtime */
+    uint64_t live_tasks;         /* spawned and not yet finished */
     uint64_t global_queue_depth; /* injection (remote) queue */
     uint64_t blocking_threads;   /* blocking pool threads alive */
     uint64_t blocking_idle;      /* of which idle */

@@ -45,7 +45,7 @@
 #define weft_unlikely(x) __builtin_expect(!!(x), 0)
 
 #define container_of(ptr, type, member)                                        \
-    ((type *)((char *)(ptr) - offsetof(type, member)))
+    ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Always-on check of an invariant whose failure means memory is already
  * inconsistent: print file:line and abort. */

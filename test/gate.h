@@ -112,8 +112,8 @@ static const weft_future_ops gate_ops = {
 #define gate_wait(g) gate_wait_at((g), WEFT_HERE)
 static inline weft_future *gate_wait_at(struct gate *g, const weft_site *site)
 {
-    struct gate_future *gf = (struct gate_future *)weft_future_new_at(
-        sizeof *gf, &gate_ops, site);
+    struct gate_future *gf =
+        (struct gate_future *)weft_future_new_at(sizeof *gf, &gate_ops, site);
     if (!gf)
         return NULL;
     gf->gate = g;

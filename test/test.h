@@ -77,8 +77,8 @@ extern struct test_case *test_cases_;
     do {                                                                       \
         const char *h_ = (hay), *n_ = (needle);                                \
         if (!h_ || !strstr(h_, n_))                                            \
-            TEST_FAIL_("expected \"%s\" to contain \"%s\"", h_ ? h_ : "(null)", \
-                       n_);                                                    \
+            TEST_FAIL_("expected \"%s\" to contain \"%s\"",                    \
+                       h_ ? h_ : "(null)", n_);                                \
     } while (0)
 /* A weft call that must succeed: prints the error name otherwise. */
 #define ASSERT_OK(expr)                                                        \

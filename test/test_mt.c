@@ -77,8 +77,8 @@ static void counter_bump(struct counter *c)
 
 static int counter_await(struct counter *c, unsigned long seen)
 {
-    struct counter_wait *w = (struct counter_wait *)weft_future_new(
-        sizeof *w, &counter_ops);
+    struct counter_wait *w =
+        (struct counter_wait *)weft_future_new(sizeof *w, &counter_ops);
     if (!w)
         return -ENOMEM;
     w->c = c;
@@ -482,8 +482,8 @@ static void *blocking_job(void *arg)
     struct pool_probe *p = arg;
     int now = atomic_fetch_add(&p->running, 1) + 1;
     int max = atomic_load(&p->max_running);
-    while (now > max && !atomic_compare_exchange_weak(&p->max_running, &max,
-                                                      now))
+    while (now > max &&
+           !atomic_compare_exchange_weak(&p->max_running, &max, now))
         ;
     usleep(30000);
     atomic_fetch_sub(&p->running, 1);

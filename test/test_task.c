@@ -182,8 +182,8 @@ static void *million_futures_body(void *arg)
     weft_task **h = malloc(sizeof *h * (size_t)m->n);
     ASSERT(h);
     for (long i = 0; i < m->n; i++) {
-        struct ready_fut *f = (struct ready_fut *)weft_future_new(
-            sizeof *f, &ready_now_ops);
+        struct ready_fut *f =
+            (struct ready_fut *)weft_future_new(sizeof *f, &ready_now_ops);
         ASSERT(f);
         f->v = (uintptr_t)i;
         ASSERT_OK(weft_spawn_future(NULL, &h[i], &f->base, NULL));

@@ -128,9 +128,8 @@ int weft_runtime_shutdown(weft_runtime *rt, int64_t timeout_ms)
     if (rc < 0)
         return rc;
     int64_t left = deadline < 0 ? -1 : deadline - now_ms();
-    rc = weft__blocking_pool_shutdown(rt->blocking, left < 0 && deadline >= 0
-                                                        ? 0
-                                                        : left);
+    rc = weft__blocking_pool_shutdown(rt->blocking,
+                                      left < 0 && deadline >= 0 ? 0 : left);
     if (rc < 0)
         return rc;
     rt->shut_down = true;
@@ -146,8 +145,10 @@ void weft_runtime_free(weft_runtime *rt)
     /* After a shutdown that timed out, look once more but do not wait. */
     if (!rt->shut_down &&
         weft_runtime_shutdown(rt, rt->shutdown_tried ? 0 : -1) < 0) {
-        fprintf(stderr, "weft: runtime %p still has running tasks after "
-                        "shutdown; not freeing it\n", (void *)rt);
+        fprintf(stderr,
+                "weft: runtime %p still has running tasks after "
+                "shutdown; not freeing it\n",
+                (void *)rt);
         return;
     }
     rt->sched->ops->free(rt->sched);

@@ -9,7 +9,7 @@
 
 struct weft_runtime {
     struct weft_sched *sched;
-    struct weft_driver *driver; /* timers and I/O: sched/driver.h */
+    struct weft_driver *driver;          /* timers and I/O: sched/driver.h */
     struct weft_blocking_pool *blocking; /* sched/blocking.c */
     weft_stack_pool *stacks;
     weft_config cfg;

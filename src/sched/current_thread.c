@@ -24,8 +24,8 @@ struct ct_sched {
     struct weft_sched base;
     struct weft_worker worker;
     struct fifo local;
-    struct weft_task *owned; /* doubly linked, owner only */
-    _Atomic size_t owned_count; /* read by metrics */
+    struct weft_task *owned;                /* doubly linked, owner only */
+    _Atomic size_t owned_count;             /* read by metrics */
     _Atomic uint64_t polls, parks, idle_ns; /* owner writes, metrics read */
     uint64_t started_ns;
     size_t remote_len;

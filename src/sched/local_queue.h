@@ -62,8 +62,8 @@ static inline struct weft_task *lq_pop(struct local_queue *q)
         uint32_t tl = atomic_load_explicit(&q->tail, memory_order_relaxed);
         if (tl == h)
             return NULL;
-        struct weft_task *t = atomic_load_explicit(&q->slots[h & LQ_MASK],
-                                                   memory_order_relaxed);
+        struct weft_task *t =
+            atomic_load_explicit(&q->slots[h & LQ_MASK], memory_order_relaxed);
         if (atomic_compare_exchange_weak_explicit(&q->head, &h, h + 1,
                                                   memory_order_acq_rel,
                                                   memory_order_acquire))
@@ -74,7 +74,8 @@ static inline struct weft_task *lq_pop(struct local_queue *q)
 /* Owner, queue full: takes the older half out into `out` (room for
  * WEFT_LOCAL_QUEUE_CAP / 2). Returns how many, 0 if thieves got there first
  * (the caller retries its push). */
-static inline uint32_t lq_pop_half(struct local_queue *q, struct weft_task **out)
+static inline uint32_t lq_pop_half(struct local_queue *q,
+                                   struct weft_task **out)
 {
     uint32_t h = atomic_load_explicit(&q->head, memory_order_acquire);
     uint32_t tl = atomic_load_explicit(&q->tail, memory_order_relaxed);

@@ -59,9 +59,9 @@ struct mt_worker {
     struct mt_sched *s;
     int index;
     bool searching;
-    _Atomic bool parked;        /* in the sleepers list */
+    _Atomic bool parked; /* in the sleepers list */
     _Atomic bool in_driver;
-    struct weft_task *lifo;     /* owner only */
+    struct weft_task *lifo; /* owner only */
     unsigned lifo_polls;
     uint32_t tick;
     uint64_t rng;
@@ -110,8 +110,9 @@ struct mt_sched {
 
 /* Counters are written by their worker only: no locked instruction. */
 #define STAT_ADD(x, n)                                                         \
-    atomic_store_explicit(&(x), atomic_load_explicit(&(x), memory_order_relaxed) + (n), \
-                          memory_order_relaxed)
+    atomic_store_explicit(                                                     \
+        &(x), atomic_load_explicit(&(x), memory_order_relaxed) + (n),          \
+        memory_order_relaxed)
 
 static struct mt_sched *mt_of(struct weft_sched *s)
 {
@@ -418,7 +419,8 @@ static struct weft_task *steal_work(struct mt_worker *w)
         return NULL;
     uint32_t start = rand_below(w, (uint32_t)s->n);
     for (int i = 0; i < s->n; i++) {
-        struct mt_worker *v = &s->workers[(start + (uint32_t)i) % (uint32_t)s->n];
+        struct mt_worker *v =
+            &s->workers[(start + (uint32_t)i) % (uint32_t)s->n];
         if (v == w)
             continue;
         uint32_t got = 0;
@@ -561,8 +563,9 @@ static int mt_shutdown(struct weft_sched *base, int64_t timeout_ms)
     for (int i = OWNED_SHARDS - 1; i >= 0; i--)
         pthread_mutex_unlock(&s->shards[i].lock);
     cancel_all(s);
-    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
-                                       : now_ns() + (uint64_t)timeout_ms * 1000000u;
+    uint64_t deadline = timeout_ms < 0
+                            ? UINT64_MAX
+                            : now_ns() + (uint64_t)timeout_ms * 1000000u;
     while (atomic_load(&s->live) > 0) {
         uint64_t now = now_ns();
         if (now >= deadline)
@@ -609,7 +612,8 @@ static void mt_metrics(struct weft_sched *base, weft_metrics *out)
         m->parks = atomic_load_explicit(&w->m.parks, memory_order_relaxed);
         m->overflows =
             atomic_load_explicit(&w->m.overflows, memory_order_relaxed);
-        uint64_t idle = atomic_load_explicit(&w->m.idle_ns, memory_order_relaxed);
+        uint64_t idle =
+            atomic_load_explicit(&w->m.idle_ns, memory_order_relaxed);
         uint64_t up = now - s->started_ns;
         m->busy_ns = up > idle ? up - idle : 0;
         m->local_queue_depth = lq_len(&w->q);

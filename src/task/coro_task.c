@@ -22,11 +22,11 @@
  * else. */
 struct coro_frame {
     weft_coro coro;
-    weft_stack view;         /* the stack below this frame, as the coroutine
-                                layer sees it (same guard, smaller top) */
-    weft_stack *stack;       /* the pool's descriptor, to give back */
+    weft_stack view;   /* the stack below this frame, as the coroutine
+                          layer sees it (same guard, smaller top) */
+    weft_stack *stack; /* the pool's descriptor, to give back */
     struct coro_task *task;
-    weft_scope *scope;       /* innermost deadline scope, or NULL */
+    weft_scope *scope; /* innermost deadline scope, or NULL */
     bool finished;
 };
 
@@ -114,9 +114,8 @@ static const struct weft_task_vtable coro_vtable = {
     .dealloc = coro_dealloc,
 };
 
-int weft_spawn_at(weft_runtime *rt, weft_task **out, weft_task_fn fn,
-                  void *arg, const weft_spawn_opts *opts,
-                  const weft_site *site)
+int weft_spawn_at(weft_runtime *rt, weft_task **out, weft_task_fn fn, void *arg,
+                  const weft_spawn_opts *opts, const weft_site *site)
 {
     if (out)
         *out = NULL;

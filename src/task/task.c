@@ -246,8 +246,8 @@ static __thread uint64_t tls_id_next, tls_id_end;
 static uint64_t new_id(void)
 {
     if (weft_unlikely(tls_id_next == tls_id_end)) {
-        uint64_t b = atomic_fetch_add_explicit(&next_id_block, 1,
-                                               memory_order_relaxed);
+        uint64_t b =
+            atomic_fetch_add_explicit(&next_id_block, 1, memory_order_relaxed);
         tls_id_next = b * ID_BLOCK;
         tls_id_end = tls_id_next + ID_BLOCK;
     }
@@ -325,9 +325,8 @@ void weft_task_free(weft_task *t)
 {
     if (!t)
         return;
-    uint64_t s = atomic_fetch_and_explicit(&t->state,
-                                           ~(uint64_t)TASK_JOIN_INTEREST,
-                                           memory_order_acq_rel);
+    uint64_t s = atomic_fetch_and_explicit(
+        &t->state, ~(uint64_t)TASK_JOIN_INTEREST, memory_order_acq_rel);
     WEFT_CHECK(s & TASK_JOIN_INTEREST, "join handle freed twice");
     weft__task_unref(t);
 }
@@ -413,8 +412,8 @@ struct join_waiter {
 };
 
 #define JOIN_LOCKS 64
-static pthread_mutex_t join_locks[JOIN_LOCKS] = {
-    [0 ... JOIN_LOCKS - 1] = PTHREAD_MUTEX_INITIALIZER};
+static pthread_mutex_t join_locks[JOIN_LOCKS] = {[0 ... JOIN_LOCKS - 1] =
+                                                     PTHREAD_MUTEX_INITIALIZER};
 
 static pthread_mutex_t *join_lock(const struct weft_task *t)
 {

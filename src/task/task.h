@@ -90,14 +90,14 @@ struct weft_task {
         void *value;            /* result, once COMPLETE: a completed task
                                    is never in a queue */
     };
-    struct weft_sched *sched;   /* never changes */
+    struct weft_sched *sched; /* never changes */
     const struct weft_task_vtable *vt;
     struct weft_task *owned_prev, *owned_next; /* the scheduler's list */
-    struct join_waiter *joiners; /* see JOIN_WAITERS */
+    struct join_waiter *joiners;               /* see JOIN_WAITERS */
     int err;
-    uint8_t yielded;            /* re-queued by weft_yield, still RUNNING */
-    uint8_t owned;              /* linked in the owned list */
-    uint16_t stack_kib;         /* coroutine tasks: stack size in KiB */
+    uint8_t yielded;    /* re-queued by weft_yield, still RUNNING */
+    uint8_t owned;      /* linked in the owned list */
+    uint16_t stack_kib; /* coroutine tasks: stack size in KiB */
     uint64_t id;
     /* The spawn site, or - low bit set - a struct task_named holding the
      * site and the name: most tasks have no name and pay nothing for it. */

@@ -65,8 +65,8 @@ void weft__fail_alloc_after(long n)
 
 static bool injected_failure(void)
 {
-    if (weft_unlikely(!atomic_load_explicit(&fail_env_read,
-                                            memory_order_relaxed))) {
+    if (weft_unlikely(
+            !atomic_load_explicit(&fail_env_read, memory_order_relaxed))) {
         const char *v = getenv("WEFT_FAIL_ALLOC");
         if (!atomic_exchange(&fail_env_read, 1) && v)
             weft__fail_alloc_after(atol(v));
