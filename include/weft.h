@@ -409,8 +409,9 @@ WEFT_API int weft_spawn_future(weft_runtime *rt, weft_task **out,
 
 /* Waits for `t` to finish and stores its value in *result (if not NULL).
  * Suspends (task context), or blocks the calling thread when called outside
- * any runtime. Does not release the handle: joining twice gives the same
- * result twice.
+ * any runtime (a task of a current-thread runtime only progresses while
+ * some thread is inside weft_block_on() on it). Does not release the
+ * handle: joining twice gives the same result twice.
  * Returns
  *   0          the task finished; *result holds fn's return value,
  *   -ECANCELED the task was cancelled (whatever it returned: a cancelled
