@@ -493,8 +493,12 @@ static void *budget_body(void *arg)
     void *n;
     ASSERT_OK(weft_join(busy, &n));
     ASSERT_OK(weft_join(s, NULL));
-    /* It ran at least one full budget before the stopper got its turn. */
-    ASSERT_GE((intptr_t)n, 1);
+    /* On one thread it ran at least once before the stopper got its turn
+     * (on two workers the stopper may even run first). What matters is
+     * that both finished. */
+    const char *flavor = getenv("WEFT_TEST_FLAVOR");
+    if (!flavor || strcmp(flavor, "mt") != 0)
+        ASSERT_GE((intptr_t)n, 1);
     weft_task_free(busy);
     weft_task_free(s);
     return NULL;
