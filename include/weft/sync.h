@@ -129,7 +129,10 @@ WEFT_API weft_chan_rx *weft_chan_rx_clone(weft_chan_rx *rx);
 WEFT_API void weft_chan_rx_free(weft_chan_rx *rx);
 
 /* Sends a copy of the elem_size bytes at `msg`, waiting while the channel
- * is full. Waiting senders are served in FIFO order.
+ * is full. Waiting senders are served in FIFO order (a new send queues
+ * behind them even if there is room), and woken once a quarter of the
+ * capacity (at least one slot) is free, so that they run in batches rather
+ * than one wake-up per message.
  * Returns
  *   0          sent (the channel holds its own copy),
  *   -EPIPE     every receiver is gone; nothing was sent,

@@ -127,11 +127,14 @@ static inline void ring_pop(struct weft_chan *c, void *out)
 
 /* ---- the two operations, under the lock ---- */
 
-/* Hands free slots to waiting senders, oldest first, once `batch` slots
- * are free: waking a sender for every slot a receiver frees costs a wake-up
- * (often across threads) per message, while waking them when an eighth of
- * the buffer is free lets each woken sender push a run of messages on the
- * fast path. The receiver still has the rest of the buffer to drain. */
+/* Hands free slots to waiting senders, oldest first, once a quarter of the
+ * buffer is free (`batch`): waking a sender for every slot a receiver frees
+ * costs a wake-up per message, usually across threads (an unpark: a futex
+ * call), while waking them in batches lets each woken sender push a run of
+ * messages on the fast path, and the receiver still has three quarters of
+ * the buffer to drain meanwhile. (On W4 with 4 producers on two workers:
+ * 6 M msgs/s waking per slot, 18 M at an eighth, 23 M at a quarter, 21 M
+ * at a half.) */
 static void grant_senders(struct weft_chan *c, struct wake_list *wl)
 {
     if (c->len + c->reserved + c->batch > c->cap)
@@ -328,7 +331,7 @@ static int chan_create(weft_chan_tx **tx, weft_chan_rx **rx, size_t elem,
     c->senders = c->receivers = 1;
     c->elem = elem;
     c->cap = cap;
-    c->batch = cap == SIZE_MAX ? 1 : cap / 8 ? cap / 8 : 1;
+    c->batch = cap == SIZE_MAX ? 1 : cap / 4 ? cap / 4 : 1;
     *tx = (weft_chan_tx *)c;
     *rx = (weft_chan_rx *)c;
     return 0;
