@@ -422,7 +422,10 @@ static void *rw_stress_body(void *arg)
         weft_task_free(h[i]);
     }
     ASSERT_EQ(s->value, 3L * s->rounds);
-    ASSERT_GT(atomic_load(&s->max_readers), 1); /* readers share */
+    /* Readers share the lock: on one thread the schedule guarantees that
+     * two readers overlap; on two workers it depends on timing. */
+    if (!is_mt())
+        ASSERT_GT(atomic_load(&s->max_readers), 1);
     ASSERT_OK(weft_rwlock_destroy(&s->rw));
     return NULL;
 }
