@@ -422,9 +422,7 @@ static void *rw_stress_body(void *arg)
         weft_task_free(h[i]);
     }
     ASSERT_EQ(s->value, 3L * s->rounds);
-    /* Readers share the lock: on one thread the schedule guarantees that
-     * two readers overlap; on two workers it depends on timing. */
-    if (!is_mt())
+    if (!is_mt()) /* readers share (on one thread, certainly) */
         ASSERT_GT(atomic_load(&s->max_readers), 1);
     ASSERT_OK(weft_rwlock_destroy(&s->rw));
     return NULL;
@@ -633,7 +631,9 @@ static void *sem_stress_body(void *arg)
     }
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
-    ASSERT_EQ(atomic_load(&st->max_inside), 3);
+    ASSERT_LE(atomic_load(&st->max_inside), 3); /* checked at each entry */
+    if (!is_mt()) /* one thread: the tasks that yield inside fill it */
+        ASSERT_EQ(atomic_load(&st->max_inside), 3);
     ASSERT_EQ(weft_sem_available(&st->s), 3);
     return NULL;
 }
