@@ -8,35 +8,9 @@
 #include <stdbool.h>
 #include <unistd.h>
 
+#include "flavor.h"
 #include "test.h"
 #include "weft.h"
-
-static weft_runtime *new_rt(void)
-{
-    weft_config cfg;
-    weft_config_init(&cfg);
-    const char *f = getenv("WEFT_TEST_FLAVOR");
-    if (f && strcmp(f, "mt") == 0)
-        cfg.flavor = WEFT_MULTI_THREAD;
-    weft_runtime *rt;
-    ASSERT_OK(weft_runtime_new(&rt, &cfg));
-    return rt;
-}
-
-static void *run(weft_task_fn fn, void *arg)
-{
-    weft_runtime *rt = new_rt();
-    void *out = NULL;
-    ASSERT_OK(weft_block_on(rt, fn, arg, &out));
-    weft_runtime_free(rt);
-    return out;
-}
-
-static int is_mt(void)
-{
-    const char *f = getenv("WEFT_TEST_FLAVOR");
-    return f && strcmp(f, "mt") == 0;
-}
 
 /* Yields until *flag is set (another task or thread sets it). */
 static void yield_until(atomic_int *flag)

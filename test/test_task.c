@@ -1,5 +1,6 @@
 /*
- * Tasks, futures and the current-thread executor.
+ * Tasks, futures and the executors. Every case runs on both executors
+ * (WEFT_TEST_FLAVOR=mt: multi-thread, see flavor.h).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -9,34 +10,12 @@
 #include <unistd.h>
 
 #include "gate.h"
+#include "flavor.h"
 #include "test.h"
 #include "weft.h"
 
 /* Internal test hook (src/util/mem.c): fail the nth allocation from now. */
 void weft__fail_alloc_after(long n);
-
-/* WEFT_TEST_FLAVOR=mt runs the cases on the multi-thread runtime. */
-static weft_runtime *new_rt(void)
-{
-    weft_config cfg;
-    weft_config_init(&cfg);
-    const char *f = getenv("WEFT_TEST_FLAVOR");
-    if (f && strcmp(f, "mt") == 0)
-        cfg.flavor = WEFT_MULTI_THREAD;
-    weft_runtime *rt;
-    ASSERT_OK(weft_runtime_new(&rt, &cfg));
-    return rt;
-}
-
-/* Runs fn as the root task of a fresh runtime, frees it, returns the value. */
-static void *run(weft_task_fn fn, void *arg)
-{
-    weft_runtime *rt = new_rt();
-    void *out = NULL;
-    ASSERT_OK(weft_block_on(rt, fn, arg, &out));
-    weft_runtime_free(rt);
-    return out;
-}
 
 /* ---- basics ---- */
 
@@ -496,8 +475,7 @@ static void *budget_body(void *arg)
     /* On one thread it ran at least once before the stopper got its turn
      * (on two workers the stopper may even run first). What matters is
      * that both finished. */
-    const char *flavor = getenv("WEFT_TEST_FLAVOR");
-    if (!flavor || strcmp(flavor, "mt") != 0)
+    if (!is_mt())
         ASSERT_GE((intptr_t)n, 1);
     weft_task_free(busy);
     weft_task_free(s);
@@ -1070,12 +1048,11 @@ TEST(block_on_twice_and_remote_spawn_between)
      * runs it at the next block_on (a multi-thread one at once). */
     weft_task *t;
     ASSERT_OK(weft_spawn(rt, &t, add_one, (void *)5));
-    const char *flavor = getenv("WEFT_TEST_FLAVOR");
-    if (!flavor || strcmp(flavor, "mt") != 0)
+    if (!is_mt())
         ASSERT(!weft_task_done(t));
     ASSERT_OK(weft_block_on(rt, add_one, (void *)2, &v));
     ASSERT_EQ((uintptr_t)v, 3);
-    if (!flavor || strcmp(flavor, "mt") != 0)
+    if (!is_mt())
         ASSERT(weft_task_done(t));
     ASSERT_OK(weft_join(t, &v));
     ASSERT_EQ((uintptr_t)v, 6);
