@@ -127,9 +127,14 @@ int weft_runtime_shutdown(weft_runtime *rt, int64_t timeout_ms)
     int rc = rt->sched->ops->shutdown(rt->sched, timeout_ms);
     if (rc < 0)
         return rc;
-    int64_t left = deadline < 0 ? -1 : deadline - now_ms();
-    rc = weft__blocking_pool_shutdown(rt->blocking,
-                                      left < 0 && deadline >= 0 ? 0 : left);
+    /* What is left of the caller's time (none left: just look). */
+    int64_t left = -1;
+    if (deadline >= 0) {
+        left = deadline - now_ms();
+        if (left < 0)
+            left = 0;
+    }
+    rc = weft__blocking_pool_shutdown(rt->blocking, left);
     if (rc < 0)
         return rc;
     rt->shut_down = true;

@@ -30,11 +30,6 @@ static size_t alloc_size_of(const weft_future *f)
 
 #define PREFIX ((sizeof(struct future_task) + 15) & ~(size_t)15)
 
-size_t weft__future_prefix(void)
-{
-    return PREFIX;
-}
-
 static struct future_task *prefix_of(weft_future *f)
 {
     return (struct future_task *)((char *)f - PREFIX);

@@ -209,8 +209,4 @@ enum {
     FUT_SPAWNED = 1u << 4, /* owned by a task */
 };
 
-/* The bytes weft_future_new() reserves in front of every heap future so that
- * spawning it needs no second allocation. */
-size_t weft__future_prefix(void);
-
 #endif
