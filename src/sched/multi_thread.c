@@ -276,9 +276,10 @@ static bool work_anywhere(struct mt_sched *s)
 
 /* ---- queues of one worker ---- */
 
-/* Pushes to the local queue; a full queue sends half of itself and `t` to
- * the injection queue in one batch. */
-static void push_local(struct mt_worker *w, struct weft_task *t)
+/* A full local queue sends half of itself and `t` to the injection queue in
+ * one batch. */
+static __attribute__((noinline)) void push_overflow(struct mt_worker *w,
+                                                   struct weft_task *t)
 {
     while (!lq_push(&w->q, t)) {
         struct weft_task *half[WEFT_LOCAL_QUEUE_CAP / 2];
@@ -289,6 +290,13 @@ static void push_local(struct mt_worker *w, struct weft_task *t)
             return;
         }
     }
+}
+
+/* Pushes to the local queue (inline: a yield's hot path). */
+static inline void push_local(struct mt_worker *w, struct weft_task *t)
+{
+    if (weft_unlikely(!lq_push(&w->q, t)))
+        push_overflow(w, t);
 }
 
 static void schedule_local(struct mt_worker *w, struct weft_task *t,
@@ -389,7 +397,8 @@ static struct weft_task *next_task(struct mt_worker *w)
     return inject_pop(w->s);
 }
 
-static void poll_one(struct mt_worker *w, struct weft_task *t)
+static inline __attribute__((always_inline)) void
+poll_one(struct mt_worker *w, struct weft_task *t)
 {
     STAT_ADD(w->m.polls, 1);
     if (weft__worker_poll(&w->base, t))
@@ -397,7 +406,8 @@ static void poll_one(struct mt_worker *w, struct weft_task *t)
 }
 
 /* Runs `t`, then whatever it put in the LIFO slot, within the cap. */
-static void run_task(struct mt_worker *w, struct weft_task *t)
+static inline __attribute__((always_inline)) void
+run_task(struct mt_worker *w, struct weft_task *t)
 {
     transition_from_searching(w);
     poll_one(w, t);

@@ -9,6 +9,7 @@
 
 #include "internal.h"
 #include "coro/coro.h"
+#include "task/coro_task.h"
 #include "task/task.h"
 
 struct weft_sched;
@@ -67,8 +68,49 @@ struct weft_worker *weft__worker_current(void);
 
 /* Polls `t` (which the caller popped from a run queue) on worker `w`.
  * Returns true if the task must go back to the end of a run queue (it
- * yielded, or was woken while running); the queue reference goes with it. */
-bool weft__worker_poll(struct weft_worker *w, struct weft_task *t);
+ * yielded, or was woken while running); the queue reference goes with it.
+ * Inline, and coroutine tasks resumed without the vtable call, so that a
+ * coroutine switches straight back into the scheduler's loop (coro.h,
+ * weft__coro_resume_inline). */
+static inline __attribute__((always_inline)) bool
+weft__worker_poll(struct weft_worker *w, struct weft_task *t)
+{
+    enum task_run run;
+    if (t->yielded) {
+        /* Still RUNNING from its last poll (see task.h, "yield"); a cancel
+         * that came meanwhile only set bits. */
+        t->yielded = 0;
+        run = atomic_load_explicit(&t->state, memory_order_relaxed) &
+                      TASK_CANCELLED
+                  ? RUN_CANCELLED
+                  : RUN_OK;
+    } else {
+        run = weft__task_to_running(t);
+        if (run == RUN_GONE)
+            return false;
+    }
+    if (weft_unlikely(run == RUN_CANCELLED) && t->vt->abandon) {
+        t->vt->abandon(t);
+        weft__task_complete(t, NULL, -ECANCELED);
+        return false;
+    }
+    w->current = t;
+    w->cx.waker = weft__task_waker(t);
+    w->cx.task = t;
+    w->cx.budget = WEFT_COOP_BUDGET;
+    weft_poll r = t->vt == &weft__coro_vtable
+                      ? weft__coro_task_poll(t, &w->host)
+                      : t->vt->poll(t, &w->cx);
+    w->current = NULL;
+    if (r == WEFT_READY) {
+        t->yielded = 0; /* woke itself, then finished anyway */
+        weft__task_complete(t, t->value, t->err);
+        return false;
+    }
+    if (t->yielded)
+        return true;
+    return weft__task_to_idle(t);
+}
 
 /* Binds the calling thread to `w` (host, TLS). Returns 0 or -ENOMEM. */
 int weft__worker_enter(struct weft_worker *w, struct weft_sched *s);

@@ -13,40 +13,15 @@
 
 #include "rt/runtime.h"
 #include "sched/sched.h"
-#include "task/task.h"
+#include "task/coro_task.h"
 #include "time/time.h"
-
-/* What a coroutine needs only once it runs lives at the top of its own
- * stack (the page it touches first anyway), not in the task: a spawned but
- * not yet started coroutine task costs its 128-byte header and nothing
- * else. */
-struct coro_frame {
-    weft_coro coro;
-    weft_stack view;   /* the stack below this frame, as the coroutine
-                          layer sees it (same guard, smaller top) */
-    weft_stack *stack; /* the pool's descriptor, to give back */
-    struct coro_task *task;
-    weft_scope *scope; /* innermost deadline scope, or NULL */
-    bool finished;
-};
 
 #define FRAME_SIZE ((sizeof(struct coro_frame) + 63) & ~(size_t)63)
 
-struct coro_task {
-    struct weft_task task;
-    weft_task_fn fn;
-    void *arg;
-    struct coro_frame *frame; /* NULL until the first poll */
-};
-
-_Static_assert(sizeof(struct coro_task) <= 128,
-               "a coroutine task header should fit 128 bytes");
-
-static const struct weft_task_vtable coro_vtable;
 
 bool weft__task_is_coro(const struct weft_task *t)
 {
-    return t->vt == &coro_vtable;
+    return t->vt == &weft__coro_vtable;
 }
 
 static void coro_entry(void *arg)
@@ -80,27 +55,31 @@ static struct coro_frame *frame_new(weft_runtime *rt, struct coro_task *ct)
     return fr;
 }
 
+struct coro_frame *weft__coro_task_start(struct coro_task *ct)
+{
+    struct coro_frame *fr = ct->frame = frame_new(ct->task.sched->rt, ct);
+    if (!fr) {
+        /* fn never ran: report it through the join. */
+        ct->task.value = NULL;
+        ct->task.err = -ENOMEM;
+    }
+    return fr;
+}
+
+void weft__coro_task_finish(struct coro_task *ct)
+{
+    struct coro_frame *fr = ct->frame;
+    weft__coro_release(&fr->coro);
+    weft__stack_put(ct->task.sched->rt->stacks, fr->stack);
+    ct->frame = NULL;
+}
+
+/* The schedulers call weft__coro_task_poll directly; this is for any other
+ * caller of the vtable. */
 static weft_poll coro_poll(struct weft_task *t, weft_cx *cx)
 {
     (void)cx;
-    struct coro_task *ct = (struct coro_task *)t;
-    struct coro_frame *fr = ct->frame;
-    if (weft_unlikely(!fr)) {
-        fr = ct->frame = frame_new(t->sched->rt, ct);
-        if (!fr) {
-            /* fn never ran: report it through the join. */
-            t->value = NULL;
-            t->err = -ENOMEM;
-            return WEFT_READY;
-        }
-    }
-    weft__coro_resume(&weft__tls_worker->host, &fr->coro);
-    if (!fr->finished)
-        return WEFT_PENDING;
-    weft__coro_release(&fr->coro);
-    weft__stack_put(t->sched->rt->stacks, fr->stack);
-    ct->frame = NULL;
-    return WEFT_READY;
+    return weft__coro_task_poll(t, &weft__worker_current()->host);
 }
 
 static void coro_dealloc(struct weft_task *t)
@@ -108,7 +87,7 @@ static void coro_dealloc(struct weft_task *t)
     weft__free(t, sizeof(struct coro_task));
 }
 
-static const struct weft_task_vtable coro_vtable = {
+const struct weft_task_vtable weft__coro_vtable = {
     .poll = coro_poll,
     .abandon = NULL, /* coroutines always unwind through their function */
     .dealloc = coro_dealloc,
@@ -133,7 +112,7 @@ int weft_spawn_at(weft_runtime *rt, weft_task **out, weft_task_fn fn, void *arg,
     struct coro_task *ct = weft__alloc(sizeof *ct);
     if (!ct)
         return -ENOMEM;
-    weft__task_init(&ct->task, &coro_vtable, site, out != NULL);
+    weft__task_init(&ct->task, &weft__coro_vtable, site, out != NULL);
     /* Whole KiB, rounded up; the pool rounds to pages. */
     ct->task.stack_kib = (uint16_t)((stack + 1023) / 1024);
     ct->fn = fn;
@@ -149,7 +128,7 @@ int weft_spawn_at(weft_runtime *rt, weft_task **out, weft_task_fn fn, void *arg,
 /* The coroutine task running on this thread, or NULL. */
 static struct coro_task *current_coro(struct weft_worker *w)
 {
-    if (!w || !w->current || w->current->vt != &coro_vtable)
+    if (!w || !w->current || w->current->vt != &weft__coro_vtable)
         return NULL;
     return (struct coro_task *)w->current;
 }
@@ -187,7 +166,7 @@ int weft_await(weft_future *f, void **value)
         /* Inside a scope, be woken at its deadline too. */
         if (ct->frame->scope && weft__scope_arm(ct->frame->scope, &w->cx))
             continue;
-        weft__coro_suspend(&ct->frame->coro);
+        weft__coro_suspend_inline(&ct->frame->coro);
         w = weft__worker_current(); /* we may be on another thread now */
     }
     int err = f->err;
@@ -208,7 +187,7 @@ int weft_yield(void)
     if (fr->scope && weft__scope_expired(fr->scope))
         return -ETIMEDOUT;
     ct->task.yielded = 1;
-    weft__coro_suspend(&fr->coro);
+    weft__coro_suspend_inline(&fr->coro);
     if (cancelled(ct))
         return -ECANCELED;
     return fr->scope && weft__scope_expired(fr->scope) ? -ETIMEDOUT : 0;
