@@ -312,12 +312,11 @@ static inline struct weft_worker *sync_fast_worker(void)
     return NULL;
 }
 
-/* The fast path enqueued `op` (already polled, so it is not reported as
- * never polled): await it. */
+/* The fast path enqueued `op` with this task's waker (as its first poll
+ * would have): await it, suspending first. */
 static inline int sync_await_queued(struct sync_op *op, void **value)
 {
-    op->base.flags |= FUT_POLLED;
-    return weft_await(&op->base, value);
+    return weft__await_pending(&op->base, value);
 }
 
 /* Runs `f` (caller storage, already initialised) to the end from the

@@ -139,7 +139,11 @@ static bool cancelled(const struct coro_task *ct)
            TASK_CANCELLED;
 }
 
-int weft_await(weft_future *f, void **value)
+/* weft_await's body. `pending`: the caller polled `f` itself, with this
+ * task's context, and it returned PENDING (the fast path of a sync
+ * primitive that had to queue): suspend before polling again. */
+static inline __attribute__((always_inline)) int
+await_body(weft_future *f, void **value, bool pending)
 {
     if (!f)
         return -ENOMEM; /* the constructor that made it failed */
@@ -161,8 +165,9 @@ int weft_await(weft_future *f, void **value)
             weft_future_free(f);
             return -ETIMEDOUT;
         }
-        if (weft_future_poll(f, &w->cx) == WEFT_READY)
+        if (!pending && weft_future_poll(f, &w->cx) == WEFT_READY)
             break;
+        pending = false;
         /* Inside a scope, be woken at its deadline too. */
         if (ct->frame->scope && weft__scope_arm(ct->frame->scope, &w->cx))
             continue;
@@ -174,6 +179,17 @@ int weft_await(weft_future *f, void **value)
         *value = f->value;
     weft_future_free(f);
     return err;
+}
+
+int weft_await(weft_future *f, void **value)
+{
+    return await_body(f, value, false);
+}
+
+int weft__await_pending(weft_future *f, void **value)
+{
+    f->flags |= FUT_POLLED;
+    return await_body(f, value, true);
 }
 
 int weft_yield(void)

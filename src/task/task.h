@@ -198,6 +198,11 @@ void weft__task_cancel(struct weft_task *t);
 /* Returns true if `t` is a coroutine task. */
 bool weft__task_is_coro(const struct weft_task *t);
 
+/* weft_await for a future the calling coroutine has just polled itself, to
+ * PENDING, with its worker's context: suspends before polling it again
+ * (the first poll would only find it still pending). */
+int weft__await_pending(weft_future *f, void **value);
+
 /* ---- futures (future.c) ---- */
 
 /* weft_future.flags */
