@@ -168,7 +168,7 @@ static void *w3_root(void *arg)
     if ((rc = weft_chan_new(&w->ab_tx, &w->ab_rx, sizeof(uint64_t), 1)) < 0 ||
         (rc = weft_chan_new(&w->ba_tx, &w->ba_rx, sizeof(uint64_t), 1)) < 0)
         fail_rc("weft_chan_new", rc);
-    weft_task *b, *a;
+    weft_task *b = NULL, *a = NULL;
     if (w->future) {
         b = spawn_pp(w, false);
         a = spawn_pp(w, true);
