@@ -271,9 +271,12 @@ static void *lateness_root(void *arg)
             "lateness of a 10 ms sleep on an idle runtime: median "
             "%.3f ms, max %.3f ms\n",
             late[N / 2] / 1e6, late[N - 1] / 1e6);
-    /* 1 ms of rounding up plus the wake-up; the machine may stall us. */
+    /* 1 ms of rounding up plus the wake-up. The median is the claim; the
+     * maximum only catches a sleep that waits for some later event, since
+     * a loaded machine (CI next to other jobs) can stall any one sleep by
+     * tens of milliseconds. */
     ASSERT_LE(late[N / 2], 3 * 1000000);
-    ASSERT_LE(late[N - 1], 50 * 1000000);
+    ASSERT_LE(late[N - 1], 500 * 1000000);
     return NULL;
 }
 
