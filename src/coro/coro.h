@@ -88,10 +88,11 @@ typedef struct weft_stack {
                          only the canary word at lo does */
     uint32_t guard_size;     /* bytes of the region just below lo that is
                                 guarded (or, unguarded, left as a gap) */
-    struct weft_stack *next; /* free-list link, owned by the pool */
-    void *chunk;             /* the region this stack was carved from */
-    unsigned vg_id;          /* valgrind stack id */
-    uint32_t used;           /* handed out before (ASan must unpoison it) */
+    struct weft_stack *next; /* free-list links, owned by the pool */
+    struct weft_stack *prev;
+    void *chunk;    /* the region this stack was carved from */
+    unsigned vg_id; /* valgrind stack id */
+    uint32_t used;  /* handed out before (ASan must unpoison it) */
 } weft_stack;
 
 typedef struct weft_stack_pool weft_stack_pool;
@@ -132,11 +133,12 @@ weft_stack *weft__stack_get(weft_stack_pool *p, size_t size);
 
 /* Returns `s` to the pool for reuse, from any thread. Memory is kept
  * (touched pages stay resident, since a fresh page fault is expensive) up to
- * a cap of 64 MiB of idle stacks per pool: the put that takes them past
- * 72 MiB releases the excess down to 64 MiB with MADV_DONTNEED, in address
- * order so that neighbouring stacks go in one system call. Threads cache a
- * few stacks each on top of that (at most 32 stacks or 8 MiB per thread;
- * a thread's cache goes back to its pool when the thread exits). */
+ * 64 MiB of idle stacks per pool; past 72 MiB, puts release the least
+ * recently returned stacks with MADV_DONTNEED, batched, but only within a
+ * CPU budget of 1% of wall time, so a burst of returns (a million sleepers
+ * waking) costs at most that, and the excess goes back gradually. Threads
+ * cache a few stacks each on top of that (at most 32 stacks or 8 MiB per
+ * thread; a thread's cache goes back to its pool when the thread exits). */
 void weft__stack_put(weft_stack_pool *p, weft_stack *s);
 
 /* Counters, for tests and diagnostics. */
@@ -148,6 +150,11 @@ typedef struct weft_stack_stats {
                           not counted (builds with NDEBUG) */
 } weft_stack_stats;
 void weft__stack_pool_stats(weft_stack_pool *p, weft_stack_stats *st);
+
+/* Releases idle stacks of `p` now, least recently returned first, ignoring
+ * the CPU budget, until at most `keep_bytes` of idle stacks may be resident;
+ * returns how many stacks it emptied. */
+size_t weft__stack_pool_trim(weft_stack_pool *p, size_t keep_bytes);
 
 /* ---- coroutines ---- */
 
@@ -221,7 +228,7 @@ void weft__coro_suspend(weft_coro *c);
  * out-of-line path for canary-guarded stacks, which it must check. */
 #if !defined(WEFT_CORO_ASAN) && !defined(WEFT_CORO_TSAN)
 
-#if defined(__x86_64__) && defined(__LP64__) && defined(__OPTIMIZE__) &&      \
+#if defined(__x86_64__) && defined(__LP64__) && defined(__OPTIMIZE__) &&       \
     !defined(WEFT_PORTABLE_SWITCH) && !(defined(__CET__) && (__CET__ & 1))
 /* weft__ctx_switch() written out in place, for the host side of a resume.
  * Same context layout (switch-x86_64.S), so either side may use either
@@ -237,40 +244,39 @@ static inline __attribute__((always_inline)) void *
 weft__ctx_switch_host(void **save_sp, void *to_sp, void *arg)
 {
     void *ret;
-    __asm__ volatile("leaq -128(%%rsp), %%rsp\n\t"
-                     "leaq 1f(%%rip), %%rcx\n\t"
-                     "pushq %%rcx\n\t"
-                     "pushq %%rbp\n\t"
-                     "pushq %%rbx\n\t"
-                     "pushq %%r12\n\t"
-                     "pushq %%r13\n\t"
-                     "pushq %%r14\n\t"
-                     "pushq %%r15\n\t"
-                     "movq %%rsp, (%%rdi)\n\t"
-                     "movq %%rsi, %%rsp\n\t"
-                     "movq %%rdx, %%rax\n\t"
-                     "popq %%r15\n\t"
-                     "popq %%r14\n\t"
-                     "popq %%r13\n\t"
-                     "popq %%r12\n\t"
-                     "popq %%rbx\n\t"
-                     "popq %%rbp\n\t"
-                     "ret\n"
-                     "1:\n\t"
-                     "leaq 128(%%rsp), %%rsp"
-                     : "=a"(ret), "+D"(save_sp), "+S"(to_sp), "+d"(arg)
-                     :
-                     : "rcx", "r8", "r9", "r10", "r11", "memory", "cc",
-                       "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5",
-                       "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-                       "xmm12", "xmm13", "xmm14", "xmm15", "st", "st(1)",
-                       "st(2)", "st(3)", "st(4)", "st(5)", "st(6)", "st(7)"
+    __asm__ volatile(
+        "leaq -128(%%rsp), %%rsp\n\t"
+        "leaq 1f(%%rip), %%rcx\n\t"
+        "pushq %%rcx\n\t"
+        "pushq %%rbp\n\t"
+        "pushq %%rbx\n\t"
+        "pushq %%r12\n\t"
+        "pushq %%r13\n\t"
+        "pushq %%r14\n\t"
+        "pushq %%r15\n\t"
+        "movq %%rsp, (%%rdi)\n\t"
+        "movq %%rsi, %%rsp\n\t"
+        "movq %%rdx, %%rax\n\t"
+        "popq %%r15\n\t"
+        "popq %%r14\n\t"
+        "popq %%r13\n\t"
+        "popq %%r12\n\t"
+        "popq %%rbx\n\t"
+        "popq %%rbp\n\t"
+        "ret\n"
+        "1:\n\t"
+        "leaq 128(%%rsp), %%rsp"
+        : "=a"(ret), "+D"(save_sp), "+S"(to_sp), "+d"(arg)
+        :
+        : "rcx", "r8", "r9", "r10", "r11", "memory", "cc", "xmm0", "xmm1",
+          "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "st", "st(1)",
+          "st(2)", "st(3)", "st(4)", "st(5)", "st(6)", "st(7)"
 #ifdef __AVX512F__
-                       ,
-                       "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21",
-                       "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27",
-                       "xmm28", "xmm29", "xmm30", "xmm31", "k1", "k2", "k3",
-                       "k4", "k5", "k6", "k7"
+          ,
+          "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22",
+          "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29",
+          "xmm30", "xmm31", "k1", "k2", "k3", "k4", "k5", "k6", "k7"
 #endif
     );
     return ret;
