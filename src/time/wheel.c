@@ -183,6 +183,14 @@ void weft__wheel_init(struct wheel_core *w, uint64_t now)
     w->cascaded = 0;
 }
 
+static inline void list_link(struct tlink *l, struct tlink *n, bool front)
+{
+    if (front)
+        list_prepend(l, n);
+    else
+        list_append(l, n);
+}
+
 /* Links `t` into the ring, the level or the overflow list its deadline
  * belongs to: at the tail (a new registration) or, with `front`, at the head
  * (a cascaded timer, registered before anything already there; see
@@ -197,14 +205,14 @@ static void place(struct wheel_core *w, struct weft__timer *t, uint64_t when,
     } else {
         level = level_for(w->elapsed, when);
         if (level >= WHEEL_LEVELS) {
-            (front ? list_prepend : list_append)(&w->overflow, &t->link);
+            list_link(&w->overflow, &t->link, front);
             if (block_start(when) < w->overflow_next)
                 w->overflow_next = block_start(when);
             return;
         }
         s = slot_for(when, level);
     }
-    (front ? list_prepend : list_append)(slot_list(w, level, s), &t->link);
+    list_link(slot_list(w, level, s), &t->link, front);
     occ_set(w, level, s);
 }
 
