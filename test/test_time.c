@@ -367,9 +367,12 @@ static void *lateness_root(void *arg)
             "lateness of a 10 ms sleep on an idle runtime: median "
             "%.3f ms, max %.3f ms\n",
             late[N / 2] / 1e6, late[N - 1] / 1e6);
-    /* 1 ms of rounding up plus the wake-up; the machine may stall us. */
+    /* 1 ms of rounding up plus the wake-up. The machine may stall us now
+     * and then (a shared 2-core machine under load stalled single sleeps
+     * by 120-190 ms): a few very late wake-ups are the machine, a tenth of
+     * them is us. */
     ASSERT_LE(late[N / 2], 3 * 1000000);
-    ASSERT_LE(late[N - 1], 50 * 1000000);
+    ASSERT_LE(late[N - N / 10], 50 * 1000000);
     return NULL;
 }
 
