@@ -186,6 +186,94 @@ TEST(entry_returns)
     weft__stack_pool_free(p);
 }
 
+/* Idle stacks past the pool's cap are emptied least recently returned
+ * first, and an emptied stack is as good as new when it is handed out
+ * again: zero-filled pages, its guard intact (the deep write below stays
+ * inside the stack), a coroutine runs on it normally. */
+struct deep {
+    weft_coro co;
+    long id, sum;
+};
+
+static void deep_entry(void *arg)
+{
+    struct deep *d = arg;
+    volatile unsigned char buf[96 * 1024]; /* well below the top page */
+    for (size_t i = 0; i < sizeof buf; i += 512)
+        buf[i] = (unsigned char)(d->id + i);
+    long sum = 0;
+    for (size_t i = 0; i < sizeof buf; i += 512)
+        sum += buf[i];
+    d->sum = sum;
+}
+
+static long deep_expect(long id)
+{
+    long sum = 0;
+    for (size_t i = 0; i < 96 * 1024; i += 512)
+        sum += (unsigned char)(id + i);
+    return sum;
+}
+
+TEST(stack_trim_oldest_first_and_reuse)
+{
+    enum { N = 400, SIZE = 256 * 1024 }; /* 100 MiB of stacks: past the cap */
+    const long runs = TEST_TSAN ? 40 : N;
+    weft_stack_pool *p = pool_new();
+    weft_stack **v = calloc(N, sizeof *v);
+    ASSERT(v != NULL);
+    for (long i = 0; i < N; i++) {
+        v[i] = weft__stack_get(p, SIZE);
+        ASSERT(v[i] != NULL);
+        *(volatile long *)(void *)(v[i]->lo + v[i]->size - 64) = i + 1;
+    }
+    for (long i = 0; i < N; i++)
+        weft__stack_put(p, v[i]); /* stack 0 is the least recently returned */
+    weft_stack_stats before, after;
+    weft__stack_pool_stats(p, &before);
+    size_t keep = 16u << 20;
+    size_t n = weft__stack_pool_trim(p, keep);
+    weft__stack_pool_stats(p, &after);
+    ASSERT_LE(after.warm_bytes, keep);
+    ASSERT_EQ(after.idle, before.idle); /* emptied, not lost */
+    if (before.warm_bytes > keep)
+        ASSERT_GT(n, 0);
+    /* the oldest was emptied (by the puts' budget or by the trim): its
+     * page reads as zero now; the newest (in this thread's cache) was not */
+    ASSERT_EQ(*(volatile long *)(void *)(v[0]->lo + v[0]->size - 64), 0);
+    ASSERT_EQ(*(volatile long *)(void *)(v[N - 1]->lo + v[N - 1]->size - 64),
+              N);
+    ASSERT_EQ(weft__stack_pool_trim(p, keep), 0); /* nothing left to do */
+
+    /* Every stack, emptied or not, works again. */
+    weft_coro_host h;
+    ASSERT_OK(weft__coro_host_init(&h));
+    struct deep *d = calloc(N, sizeof *d);
+    ASSERT(d != NULL);
+    for (long i = 0; i < N; i++) {
+        v[i] = weft__stack_get(p, SIZE);
+        ASSERT(v[i] != NULL);
+        ASSERT_EQ(v[i]->size, SIZE);
+    }
+    for (long i = 0; i < runs; i++) {
+        d[i].id = i;
+        weft__coro_init(&d[i].co, v[i], deep_entry, &d[i]);
+        weft__coro_resume(&h, &d[i].co);
+        ASSERT_EQ(d[i].sum, deep_expect(i));
+        weft__coro_release(&d[i].co);
+    }
+    weft_stack_stats again;
+    weft__stack_pool_stats(p, &again);
+    ASSERT_EQ(again.carved, before.carved); /* reused, none carved */
+    for (long i = 0; i < N; i++)
+        weft__stack_put(p, v[i]);
+    weft__coro_host_destroy(&h);
+    assert_all_returned(p);
+    weft__stack_pool_free(p);
+    free(d);
+    free(v);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Callee-saved registers                                                   */
 /* ------------------------------------------------------------------------ */

@@ -174,7 +174,7 @@ TEST(wheel_matches_model)
             m->linked = true;
             linked++;
         } else if (r < 7 && m->linked) {
-            weft__wheel_remove(w, &m->t, m->when);
+            weft__wheel_remove(w, &m->t);
             m->linked = false;
             linked--;
         } else if (r >= 7) {
@@ -209,6 +209,102 @@ TEST(wheel_matches_model)
     ASSERT_GT(fired, 10000);
     free(w);
     free(ts);
+}
+
+/* The ring: timers due less than 4096 ms ahead never cascade, wherever
+ * elapsed stands, across many wrap-arounds of the ring; deadline order and
+ * FIFO among equal deadlines hold across the wrap. */
+TEST(wheel_ring_wraps_without_cascading)
+{
+    enum { NT = 3000, ROUNDS = 40 };
+    struct mtimer *ts = calloc(NT, sizeof *ts);
+    struct wheel_core *w = malloc(sizeof *w);
+    uint64_t rng = 11, now = 4000, seq = 0; /* just below a 4096 boundary */
+    weft__wheel_init(w, now);
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < NT; i++) {
+            struct mtimer *m = &ts[i];
+            if (m->linked)
+                continue;
+            /* 1 .. 4095 ahead: all within the ring; a few equal */
+            m->when = now + 1 + splitmix(&rng) % (i % 8 ? 4095 : 3);
+            m->seq = ++seq;
+            atomic_init(&m->t.word, TW_WORD(m->when, TW_LINKED));
+            ASSERT(weft__wheel_insert(w, &m->t, m->when));
+            m->linked = true;
+        }
+        /* remove a few, to exercise clearing ring slots */
+        for (int i = 0; i < NT; i += 97)
+            if (ts[i].linked) {
+                weft__wheel_remove(w, &ts[i].t);
+                ts[i].linked = false;
+            }
+        uint64_t min = UINT64_MAX;
+        for (int i = 0; i < NT; i++)
+            if (ts[i].linked && ts[i].when < min)
+                min = ts[i].when;
+        ASSERT_EQ(weft__wheel_next(w), min); /* exact: ring slots */
+        /* advance by 1000-3000 ms: part of the ring fires, the rest wraps */
+        now += 1000 + splitmix(&rng) % 2000;
+        uint64_t last_when = 0, last_seq = 0;
+        struct weft__timer *t;
+        while ((t = weft__wheel_poll(w, now))) {
+            struct mtimer *got = container_of(t, struct mtimer, t);
+            ASSERT(got->linked);
+            ASSERT_LE(got->when, now);
+            ASSERT(got->when > last_when ||
+                   (got->when == last_when && got->seq > last_seq));
+            last_when = got->when;
+            last_seq = got->seq;
+            got->linked = false;
+        }
+        for (int i = 0; i < NT; i++)
+            if (ts[i].linked)
+                ASSERT_GT(ts[i].when, now);
+    }
+    ASSERT_EQ(w->cascaded, 0);
+    /* beyond the ring: one cascade per timer, into the ring */
+    now = w->elapsed;
+    struct mtimer *far = &ts[0];
+    while (weft__wheel_take_any(w))
+        ;
+    for (int i = 0; i < NT; i++)
+        ts[i].linked = false;
+    far->when = now + 5000;
+    atomic_init(&far->t.word, TW_WORD(far->when, TW_LINKED));
+    ASSERT(weft__wheel_insert(w, &far->t, far->when));
+    ASSERT(weft__wheel_poll(w, far->when - 1) == NULL);
+    ASSERT(weft__wheel_poll(w, far->when) == &far->t);
+    ASSERT_EQ(w->cascaded, 1);
+    free(w);
+    free(ts);
+}
+
+/* A timer filed in a higher level, then registered again at the same
+ * deadline once that deadline is within the ring: the first registration
+ * still fires first. */
+TEST(wheel_cascade_keeps_registration_order)
+{
+    struct wheel_core *w = malloc(sizeof *w);
+    struct mtimer a = {0}, b = {0}, c = {0};
+    weft__wheel_init(w, 100);
+    uint64_t when = 100 + 10000; /* level 1 from 100 */
+    atomic_init(&a.t.word, TW_WORD(when, TW_LINKED));
+    ASSERT(weft__wheel_insert(w, &a.t, when));
+    /* step to within the ring's reach of `when`, but before a's slot
+     * starts */
+    ASSERT(weft__wheel_poll(w, when - 4000) == NULL);
+    atomic_init(&b.t.word, TW_WORD(when, TW_LINKED));
+    ASSERT(weft__wheel_insert(w, &b.t, when)); /* into the ring */
+    atomic_init(&c.t.word, TW_WORD(when, TW_LINKED));
+    ASSERT(weft__wheel_insert(w, &c.t, when));
+    ASSERT_EQ(weft__wheel_next(w) <= when, 1);
+    ASSERT(weft__wheel_poll(w, when) == &a.t);
+    ASSERT(weft__wheel_poll(w, when) == &b.t);
+    ASSERT(weft__wheel_poll(w, when) == &c.t);
+    ASSERT(weft__wheel_poll(w, when) == NULL);
+    ASSERT_EQ(w->count, 0);
+    free(w);
 }
 
 /* ---- sleeping ---- */
@@ -271,12 +367,12 @@ static void *lateness_root(void *arg)
             "lateness of a 10 ms sleep on an idle runtime: median "
             "%.3f ms, max %.3f ms\n",
             late[N / 2] / 1e6, late[N - 1] / 1e6);
-    /* 1 ms of rounding up plus the wake-up. The median is the claim; the
-     * maximum only catches a sleep that waits for some later event, since
-     * a loaded machine (CI next to other jobs) can stall any one sleep by
-     * tens of milliseconds. */
+    /* 1 ms of rounding up plus the wake-up. The machine may stall us now
+     * and then (a shared 2-core machine under load stalled single sleeps
+     * by 120-190 ms): a few very late wake-ups are the machine, a tenth of
+     * them is us. */
     ASSERT_LE(late[N / 2], 3 * 1000000);
-    ASSERT_LE(late[N - 1], 500 * 1000000);
+    ASSERT_LE(late[N - N / 10], 50 * 1000000);
     return NULL;
 }
 

@@ -88,7 +88,8 @@ typedef struct weft_stack {
                          only the canary word at lo does */
     uint32_t guard_size;     /* bytes of the region just below lo that is
                                 guarded (or, unguarded, left as a gap) */
-    struct weft_stack *next; /* free-list link, owned by the pool */
+    struct weft_stack *next; /* free-list links, owned by the pool */
+    struct weft_stack *prev;
     void *chunk;             /* the region this stack was carved from */
     unsigned vg_id;          /* valgrind stack id */
     uint32_t used;           /* handed out before (ASan must unpoison it) */
@@ -132,11 +133,12 @@ weft_stack *weft__stack_get(weft_stack_pool *p, size_t size);
 
 /* Returns `s` to the pool for reuse, from any thread. Memory is kept
  * (touched pages stay resident, since a fresh page fault is expensive) up to
- * a cap of 64 MiB of idle stacks per pool: the put that takes them past
- * 72 MiB releases the excess down to 64 MiB with MADV_DONTNEED, in address
- * order so that neighbouring stacks go in one system call. Threads cache a
- * few stacks each on top of that (at most 32 stacks or 8 MiB per thread;
- * a thread's cache goes back to its pool when the thread exits). */
+ * 64 MiB of idle stacks per pool; past 72 MiB, puts release the least
+ * recently returned stacks with MADV_DONTNEED, batched, but only within a
+ * CPU budget of 1% of wall time, so a burst of returns (a million sleepers
+ * waking) costs at most that, and the excess goes back gradually. Threads
+ * cache a few stacks each on top of that (at most 32 stacks or 8 MiB per
+ * thread; a thread's cache goes back to its pool when the thread exits). */
 void weft__stack_put(weft_stack_pool *p, weft_stack *s);
 
 /* Counters, for tests and diagnostics. */
@@ -148,6 +150,11 @@ typedef struct weft_stack_stats {
                           not counted (builds with NDEBUG) */
 } weft_stack_stats;
 void weft__stack_pool_stats(weft_stack_pool *p, weft_stack_stats *st);
+
+/* Releases idle stacks of `p` now, least recently returned first, ignoring
+ * the CPU budget, until at most `keep_bytes` of idle stacks may be resident;
+ * returns how many stacks it emptied. */
+size_t weft__stack_pool_trim(weft_stack_pool *p, size_t keep_bytes);
 
 /* ---- coroutines ---- */
 

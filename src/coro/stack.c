@@ -17,12 +17,18 @@
  * Memory: a stack's pages are touched top-down as the coroutine uses them,
  * so a coroutine that needs under a page costs one page. Returned stacks
  * keep their pages (a fresh page fault costs ~12 us on the reference
- * machine, far more than anything else here) until the idle stacks of a
- * pool exceed RETAIN_BYTES by RETAIN_SLACK; then the put that crossed the
- * line empties the excess with MADV_DONTNEED, sorted by address so that
- * neighbouring stacks go in one call (guard markers and PROT_NONE pages in
- * between survive it). One call per stack cost 6-27 us each there, which
- * made returning 100,000 stacks take seconds.
+ * machine, far more than anything else here): the idle ones of a pool are
+ * kept on a warm list, most recently returned first, and reused from its
+ * head. Past RETAIN_BYTES + RETAIN_SLACK of idle stacks, a put empties a
+ * batch of the least recently returned ones with MADV_DONTNEED (one
+ * process_madvise() over the batch's address runs, guard markers and
+ * PROT_NONE pages in between survive it) -- but only while the trimming
+ * budget lasts: 1% of wall time, saved up for at most 5 ms. A burst of
+ * returns (a million sleeping coroutines waking within a second) therefore
+ * costs at most 1% more, instead of the ~10 s that emptying every stack as
+ * it came back took there (12-60 us per madvise, mostly TLB flushes), and
+ * the excess goes back to the kernel over the following puts, oldest first.
+ * weft__stack_pool_trim() empties on demand, without the budget.
  *
  * Threads: each thread caches up to TCACHE_MAX stacks of one (pool, size),
  * so that a worker that ends one coroutine and starts the next takes no
@@ -43,6 +49,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "coro/coro.h"
@@ -68,11 +75,13 @@
 #define CHUNK_MAX_STACKS 256u
 #define RETAIN_BYTES (64u << 20) /* idle stacks kept resident, per pool */
 #define RETAIN_SLACK (RETAIN_BYTES / 8) /* trim only past RETAIN + SLACK */
-#define TRIM_BATCH 256u                 /* stacks released per trim */
-#define IOV_BATCH 64u           /* guards installed per process_madvise */
-#define TCACHE_MAX 32u          /* stacks per thread cache ... */
-#define TCACHE_BYTES (8u << 20) /* ... and at most this many bytes */
-#define MPROTECT_BUDGET 16384L  /* mprotect-guarded stacks per process */
+#define TRIM_BATCH 64u                  /* stacks released per trim round */
+#define TRIM_SHARE 100 /* trimming may take 1/TRIM_SHARE of wall time */
+#define TRIM_CREDIT_MAX_NS 5000000L /* ... saved up for at most 5 ms */
+#define IOV_BATCH 64u               /* guards installed per process_madvise */
+#define TCACHE_MAX 32u              /* stacks per thread cache ... */
+#define TCACHE_BYTES (8u << 20)     /* ... and at most this many bytes */
+#define MPROTECT_BUDGET 16384L      /* mprotect-guarded stacks per process */
 #define MIN_STACK (16u << 10)
 #define MAX_STACK (1u << 30)
 
@@ -93,8 +102,10 @@ struct chunk {
 struct size_class {
     struct size_class *next;
     size_t size;
-    weft_stack *warm; /* used before: pages may be resident; LIFO */
-    weft_stack *cold; /* fresh, or emptied with MADV_DONTNEED */
+    weft_stack *warm;      /* used before: pages may be resident; most recently
+                              returned first (reused from here) ... */
+    weft_stack *warm_tail; /* ... least recently last (trimmed from here) */
+    weft_stack *cold;      /* fresh, or emptied with MADV_DONTNEED */
     size_t nwarm, ncold;
 };
 
@@ -109,6 +120,8 @@ struct weft_stack_pool {
     struct chunk *chunks;
     size_t carved;
     _Atomic size_t warm_bytes; /* written under lock, read racily */
+    int64_t trim_credit_ns;    /* CPU time trimming may still take */
+    int64_t trim_clock_ns;     /* when the credit was last topped up */
 #ifdef COUNT_OUTSTANDING
     _Atomic long outstanding;
 #endif
@@ -370,18 +383,43 @@ static struct size_class *class_find(weft_stack_pool *p, size_t size)
     return k;
 }
 
-static weft_stack *class_pop(weft_stack_pool *p, struct size_class *k)
+/* Pops a free stack, warm (most recently returned) first; `*warm` says
+ * which kind it was. */
+static weft_stack *class_pop(weft_stack_pool *p, struct size_class *k,
+                             int *warm)
 {
     weft_stack *s = k->warm;
     if (s) {
         k->warm = s->next;
+        if (k->warm)
+            k->warm->prev = NULL;
+        else
+            k->warm_tail = NULL;
         k->nwarm--;
         atomic_fetch_sub_explicit(&p->warm_bytes, s->size,
                                   memory_order_relaxed);
+        *warm = 1;
     } else if ((s = k->cold)) {
         k->cold = s->next;
         k->ncold--;
+        *warm = 0;
     }
+    return s;
+}
+
+/* Takes the least recently returned warm stack, or NULL. */
+static weft_stack *class_pop_oldest(weft_stack_pool *p, struct size_class *k)
+{
+    weft_stack *s = k->warm_tail;
+    if (!s)
+        return NULL;
+    k->warm_tail = s->prev;
+    if (k->warm_tail)
+        k->warm_tail->next = NULL;
+    else
+        k->warm = NULL;
+    k->nwarm--;
+    atomic_fetch_sub_explicit(&p->warm_bytes, s->size, memory_order_relaxed);
     return s;
 }
 
@@ -389,7 +427,12 @@ static void class_push(weft_stack_pool *p, struct size_class *k, weft_stack *s,
                        int warm)
 {
     if (warm) {
+        s->prev = NULL;
         s->next = k->warm;
+        if (k->warm)
+            k->warm->prev = s;
+        else
+            k->warm_tail = s;
         k->warm = s;
         k->nwarm++;
         atomic_fetch_add_explicit(&p->warm_bytes, s->size,
@@ -401,6 +444,25 @@ static void class_push(weft_stack_pool *p, struct size_class *k, weft_stack *s,
     }
 }
 
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Does the trimming budget allow a round now? Tops the credit up by
+ * 1/TRIM_SHARE of the time since the last look. Under p->lock. */
+static int trim_allowed(weft_stack_pool *p)
+{
+    int64_t now = mono_ns();
+    p->trim_credit_ns += (now - p->trim_clock_ns) / TRIM_SHARE;
+    if (p->trim_credit_ns > TRIM_CREDIT_MAX_NS)
+        p->trim_credit_ns = TRIM_CREDIT_MAX_NS;
+    p->trim_clock_ns = now;
+    return p->trim_credit_ns > 0;
+}
+
 static int by_address(const void *a, const void *b)
 {
     const char *x = (*(weft_stack *const *)a)->lo;
@@ -408,11 +470,47 @@ static int by_address(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Empties `n` stacks taken off the warm list and files them as cold. Runs
- * unlocked: nobody else can reach them meanwhile. */
+/* Empties the address runs `iov[0..n)` with MADV_DONTNEED: one
+ * process_madvise() for them all where the kernel has it (Linux 6.16 and
+ * later also flush the TLB once per call, not once per range), else one
+ * madvise() per run. One call per stack cost 12-60 us each on the
+ * reference VM, mostly in TLB flushes. */
+static void dontneed_runs(struct iovec *iov, unsigned n)
+{
+    static _Atomic int unsupported;
+    unsigned done = 0;
+    while (done < n &&
+           !atomic_load_explicit(&unsupported, memory_order_relaxed)) {
+        long r = syscall(SYS_process_madvise, PIDFD_SELF, iov + done, n - done,
+                         MADV_DONTNEED, 0);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (r < 0) {
+            if (errno == EBADF || errno == EINVAL || errno == ENOSYS ||
+                errno == EPERM)
+                atomic_store(&unsupported, 1);
+            break;
+        }
+        /* may be partial: skip the runs it did */
+        size_t left = (size_t)r;
+        while (done < n && left >= iov[done].iov_len)
+            left -= iov[done++].iov_len;
+        if (left || r == 0)
+            break;
+    }
+    for (; done < n; done++)
+        madvise_retry(iov[done].iov_base, iov[done].iov_len, MADV_DONTNEED);
+}
+
+/* Empties `n` (<= TRIM_BATCH) stacks taken off the warm list and files them
+ * as cold; charges the time it took to the trimming budget. Runs unlocked:
+ * nobody else can reach them meanwhile. */
 static void release(weft_stack_pool *p, struct size_class *k, weft_stack **v,
                     unsigned n)
 {
+    struct iovec iov[TRIM_BATCH];
+    unsigned nruns = 0;
+    int64_t t0 = mono_ns();
     qsort(v, n, sizeof v[0], by_address);
     for (unsigned i = 0, j; i < n; i = j) {
         char *end = v[i]->lo + v[i]->size;
@@ -420,16 +518,38 @@ static void release(weft_stack_pool *p, struct size_class *k, weft_stack **v,
                         v[j]->lo == end + v[j]->guard_size;
              j++)
             end = v[j]->lo + v[j]->size;
-        madvise_retry(v[i]->lo, (size_t)(end - v[i]->lo), MADV_DONTNEED);
+        iov[nruns++] = (struct iovec){v[i]->lo, (size_t)(end - v[i]->lo)};
     }
+    dontneed_runs(iov, nruns);
+    int64_t spent = mono_ns() - t0;
     pthread_mutex_lock(&p->lock);
     for (unsigned i = 0; i < n; i++)
         class_push(p, k, v[i], 0);
+    p->trim_credit_ns -= spent;
     pthread_mutex_unlock(&p->lock);
 }
 
+/* Takes up to TRIM_BATCH of k's least recently returned warm stacks while
+ * the pool's warm bytes exceed `keep`. Under p->lock. */
+static unsigned take_excess(weft_stack_pool *p, struct size_class *k,
+                            size_t keep, weft_stack **v)
+{
+    unsigned n = 0;
+    weft_stack *s;
+    while (n < TRIM_BATCH &&
+           atomic_load_explicit(&p->warm_bytes, memory_order_relaxed) > keep &&
+           (s = class_pop_oldest(p, k)))
+        v[n++] = s;
+    return n;
+}
+
 /* Returns `n` stacks of one size to the shared lists; if that takes the
- * pool's idle stacks past the retention cap, empties the excess. */
+ * pool's idle stacks past the retention cap, and the budget allows, empties
+ * a batch of the least recently returned ones. Emptying is the only costly
+ * part of a put, and a burst of returns (a million coroutines ending within
+ * a second) would otherwise spend seconds in it, refaulting the pages if
+ * they are wanted again soon after: so it is lazy, at most 1/TRIM_SHARE of
+ * wall time, and the excess is worked off over the following puts. */
 static void put_shared(weft_stack_pool *p, weft_stack **v, unsigned n)
 {
     weft_stack *trim[TRIM_BATCH];
@@ -442,21 +562,32 @@ static void put_shared(weft_stack_pool *p, weft_stack **v, unsigned n)
     for (unsigned i = 0; i < n; i++)
         class_push(p, k, v[i], 1);
     if (atomic_load_explicit(&p->warm_bytes, memory_order_relaxed) >
-        RETAIN_BYTES + RETAIN_SLACK) {
-        while (ntrim < TRIM_BATCH && k->warm &&
-               atomic_load_explicit(&p->warm_bytes, memory_order_relaxed) >
-                   RETAIN_BYTES) {
-            weft_stack *s = k->warm;
-            k->warm = s->next;
-            k->nwarm--;
-            atomic_fetch_sub_explicit(&p->warm_bytes, s->size,
-                                      memory_order_relaxed);
-            trim[ntrim++] = s;
-        }
-    }
+            RETAIN_BYTES + RETAIN_SLACK &&
+        trim_allowed(p))
+        ntrim = take_excess(p, k, RETAIN_BYTES, trim);
     pthread_mutex_unlock(&p->lock);
     if (ntrim)
         release(p, k, trim, ntrim);
+}
+
+size_t weft__stack_pool_trim(weft_stack_pool *p, size_t keep_bytes)
+{
+    weft_stack *v[TRIM_BATCH];
+    size_t total = 0;
+    for (;;) {
+        unsigned n = 0;
+        struct size_class *k = NULL;
+        pthread_mutex_lock(&p->lock);
+        for (struct size_class *c = p->classes; c && !n; c = c->next) {
+            n = take_excess(p, c, keep_bytes, v);
+            k = c;
+        }
+        pthread_mutex_unlock(&p->lock);
+        if (!n)
+            return total;
+        release(p, k, v, n);
+        total += n;
+    }
 }
 
 /* ---- the thread cache ---- */
@@ -510,40 +641,40 @@ static size_t round_size(const weft_stack_pool *p, size_t size)
     return (size + p->page - 1) & ~(p->page - 1);
 }
 
-/* Maps a new chunk for class k, keeps its first stack and files the rest as
- * cold. */
-static weft_stack *carve(weft_stack_pool *p, struct size_class *k)
-{
-    struct chunk *ch = chunk_new(p, k->size);
-    if (!ch)
-        return NULL;
-    pthread_mutex_lock(&p->lock);
-    ch->next = p->chunks;
-    p->chunks = ch;
-    p->carved += ch->n;
-    for (unsigned i = ch->n; i-- > 1;)
-        class_push(p, k, &ch->stacks[i], 0);
-    pthread_mutex_unlock(&p->lock);
-    return &ch->stacks[0];
-}
-
 /* The cache could not serve: take from the shared lists (refilling half the
- * cache on the way), or carve a new chunk. */
+ * cache on the way), or carve a new chunk and do the same from it.
+ *
+ * Fresh stacks are not prefaulted: populating their top pages in a batch
+ * (process_madvise MADV_POPULATE_WRITE) made the first touch no cheaper on
+ * the reference VM (its shadow page tables charge ~20 us at the first user
+ * access either way) and later writes to those pages 40 times dearer. */
 static weft_stack *get_slow(weft_stack_pool *p, size_t size)
 {
+    int warm = 0;
     tcache_bind(p, size);
     pthread_mutex_lock(&p->lock);
     struct size_class *k = class_find(p, size);
-    weft_stack *s = k ? class_pop(p, k) : NULL;
+    weft_stack *s = k ? class_pop(p, k, &warm) : NULL;
+    if (!s && k) {
+        pthread_mutex_unlock(&p->lock);
+        struct chunk *ch = chunk_new(p, k->size);
+        if (!ch)
+            return NULL;
+        pthread_mutex_lock(&p->lock);
+        ch->next = p->chunks;
+        p->chunks = ch;
+        p->carved += ch->n;
+        for (unsigned i = ch->n; i-- > 1;)
+            class_push(p, k, &ch->stacks[i], 0);
+        s = &ch->stacks[0];
+    }
     if (s && tcache_serves(p, size)) {
         weft_stack *t;
-        while (tc.n < tc.cap / 2 && (t = class_pop(p, k)))
+        while (tc.n < tc.cap / 2 && (t = class_pop(p, k, &warm)))
             tc.s[tc.n++] = t;
     }
     pthread_mutex_unlock(&p->lock);
-    if (s || !k)
-        return s;
-    return carve(p, k);
+    return s;
 }
 
 /* Readies a stack for a new coroutine. */
@@ -625,6 +756,7 @@ int weft__stack_pool_new(weft_stack_pool **out)
     p->guard_size = GUARD_BYTES < p->page ? p->page : GUARD_BYTES;
     p->guard_size = (p->guard_size + p->page - 1) & ~(p->page - 1);
     p->guard = choose_guard();
+    p->trim_clock_ns = mono_ns();
     pthread_mutex_lock(&registry_lock);
     p->next_live = registry;
     registry = p;

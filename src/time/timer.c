@@ -375,7 +375,7 @@ static weft_waker unlink_locked(struct weft__timer *t, uint64_t *word)
     weft_waker w = {0};
     *word = load_word(t, memory_order_relaxed);
     if (*word & TW_LINKED) {
-        weft__wheel_remove(&t->wheel->core, t, TW_VALUE(*word));
+        weft__wheel_remove(&t->wheel->core, t);
         w = t->waker;
         t->waker.vtable = NULL;
     }

@@ -26,6 +26,14 @@ static inline void list_append(struct tlink *l, struct tlink *n)
     l->prev = n;
 }
 
+static inline void list_prepend(struct tlink *l, struct tlink *n)
+{
+    n->next = l->next;
+    n->prev = l;
+    l->next->prev = n;
+    l->next = n;
+}
+
 static inline void list_unlink(struct tlink *n)
 {
     n->prev->next = n->next;
@@ -44,6 +52,18 @@ static inline void list_move_all(struct tlink *to, struct tlink *from)
     to->prev = from->prev;
     to->next->prev = to;
     to->prev->next = to;
+    list_init(from);
+}
+
+/* Moves every node of `from` to the end of `to`. */
+static inline void list_splice_tail(struct tlink *to, struct tlink *from)
+{
+    if (list_empty(from))
+        return;
+    from->next->prev = to->prev;
+    to->prev->next = from->next;
+    from->prev->next = to;
+    to->prev = from->prev;
     list_init(from);
 }
 
@@ -160,20 +180,39 @@ void weft__wheel_init(struct wheel_core *w, uint64_t now)
     list_init(&w->pending);
     w->overflow_next = UINT64_MAX;
     w->count = 0;
+    w->cascaded = 0;
 }
 
-/* Links `t` into the level or overflow list its deadline belongs to. */
-static void place(struct wheel_core *w, struct weft__timer *t, uint64_t when)
+static inline void list_link(struct tlink *l, struct tlink *n, bool front)
 {
-    unsigned level = level_for(w->elapsed, when);
-    if (level >= WHEEL_LEVELS) {
-        list_append(&w->overflow, &t->link);
-        if (block_start(when) < w->overflow_next)
-            w->overflow_next = block_start(when);
-        return;
+    if (front)
+        list_prepend(l, n);
+    else
+        list_append(l, n);
+}
+
+/* Links `t` into the ring, the level or the overflow list its deadline
+ * belongs to: at the tail (a new registration) or, with `front`, at the head
+ * (a cascaded timer, registered before anything already there; see
+ * cascade()). */
+static void place(struct wheel_core *w, struct weft__timer *t, uint64_t when,
+                  bool front)
+{
+    unsigned level, s;
+    if (when - w->elapsed < WHEEL_L0_SLOTS) {
+        level = 0; /* the ring: one deadline per slot */
+        s = (unsigned)when & (WHEEL_L0_SLOTS - 1);
+    } else {
+        level = level_for(w->elapsed, when);
+        if (level >= WHEEL_LEVELS) {
+            list_link(&w->overflow, &t->link, front);
+            if (block_start(when) < w->overflow_next)
+                w->overflow_next = block_start(when);
+            return;
+        }
+        s = slot_for(when, level);
     }
-    unsigned s = slot_for(when, level);
-    list_append(slot_list(w, level, s), &t->link);
+    list_link(slot_list(w, level, s), &t->link, front);
     occ_set(w, level, s);
 }
 
@@ -182,29 +221,37 @@ bool weft__wheel_insert(struct wheel_core *w, struct weft__timer *t,
 {
     if (when <= w->elapsed)
         return false;
-    place(w, t, when);
+    place(w, t, when, false);
     w->count++;
     return true;
 }
 
-void weft__wheel_remove(struct wheel_core *w, struct weft__timer *t,
-                        uint64_t when)
+void weft__wheel_remove(struct wheel_core *w, struct weft__timer *t)
 {
+    /* The only timer of its list: the list's sentinel is both neighbours,
+     * and if that is a slot's, the slot is now empty. Which slot follows
+     * from the sentinel's address, so nothing about the timer's place needs
+     * recomputing (it could not be, from `elapsed` alone: a timer filed in
+     * a higher level may since have come within the ring's reach). */
+    struct tlink *n = t->link.next;
+    bool alone = n == t->link.prev;
     list_unlink(&t->link);
     w->count--;
-    if (when <= w->elapsed)
-        return; /* it was in the pending list */
-    unsigned level = level_for(w->elapsed, when);
-    if (level >= WHEEL_LEVELS)
-        return; /* overflow: overflow_next stays a lower bound */
-    unsigned s = slot_for(when, level);
-    if (list_empty(slot_list(w, level, s)))
-        occ_clear(w, level, s);
+    uintptr_t off = (uintptr_t)n - (uintptr_t)w->slot;
+    if (!alone || off >= sizeof w->slot)
+        return; /* others left, or pending / overflow */
+    uintptr_t i = off / sizeof w->slot[0];
+    if (i < WHEEL_L0_SLOTS)
+        occ_clear(w, 0, (unsigned)i);
+    else
+        occ_clear(w, 1 + (unsigned)(i - WHEEL_L0_SLOTS) / WHEEL_HI_SLOTS,
+                  (unsigned)(i - WHEEL_L0_SLOTS) % WHEEL_HI_SLOTS);
 }
 
-/* The next slot of `level` to process, as (slot, tick); false if the level
- * is empty. Slots before elapsed's own position cannot be occupied (see the
- * invariants), so the first set bit at or after it is the one. */
+/* The next slot of higher level `level` (>= 1) to process, as (slot,
+ * tick); false if the level is empty. Slots before elapsed's own position
+ * cannot be occupied (see the invariants), so the first set bit at or after
+ * it is the one. */
 static bool level_next(const struct wheel_core *w, unsigned level,
                        unsigned *slot, uint64_t *tick)
 {
@@ -222,65 +269,127 @@ static bool level_next(const struct wheel_core *w, unsigned level,
     return true;
 }
 
+/* The ring's next slot, as (slot, deadline): the first occupied one after
+ * elapsed's, wrapping around (elapsed's own slot would be elapsed + 4096,
+ * which the ring does not take). */
+static bool ring_next(const struct wheel_core *w, unsigned *slot,
+                      uint64_t *tick)
+{
+    if (level_empty(w, 0))
+        return false;
+    const unsigned mask = WHEEL_L0_SLOTS - 1;
+    int s = occ_first(w, 0, (unsigned)(w->elapsed + 1) & mask);
+    if (s < 0)
+        s = occ_first(w, 0, 0);
+    uint64_t ahead = ((uint64_t)(unsigned)s - w->elapsed) & mask;
+    WEFT_DASSERT(ahead != 0);
+    *slot = (unsigned)s;
+    *tick = w->elapsed + (ahead ? ahead : WHEEL_L0_SLOTS);
+    return true;
+}
+
+/* What wheel_poll must do next: OVERFLOW (look at the overflow list), a
+ * higher level's slot to cascade (1 .. WHEEL_LEVELS - 1) or RING (hand out
+ * a ring slot), at `*tick`; NOTHING if the wheel is empty. On equal ticks
+ * the overflow goes first, then the higher levels, then the ring: a timer
+ * filed further up was registered before any timer with the same deadline
+ * that went straight into a lower level (elapsed only grows), and cascade()
+ * puts it in front of them. */
+enum { NOTHING = -1, RING = 0, OVERFLOW = WHEEL_LEVELS };
+static int next_event(const struct wheel_core *w, unsigned *slot,
+                      uint64_t *tick)
+{
+    int what = NOTHING;
+    uint64_t best = UINT64_MAX, t;
+    unsigned s;
+    if (!list_empty(&w->overflow)) {
+        /* overflow_next is a lower bound; at or below elapsed: look now */
+        best = w->overflow_next > w->elapsed ? w->overflow_next : w->elapsed;
+        what = OVERFLOW;
+    }
+    /* No higher level expires before the lowest non-empty one: its timers
+     * all lie past the current slot of every level above. */
+    for (unsigned l = 1; l < WHEEL_LEVELS; l++)
+        if (level_next(w, l, &s, &t)) {
+            if (t < best) {
+                best = t;
+                what = (int)l;
+                *slot = s;
+            }
+            break;
+        }
+    if (ring_next(w, &s, &t) && t < best) {
+        best = t;
+        what = RING;
+        *slot = s;
+    }
+    *tick = best;
+    return what;
+}
+
 uint64_t weft__wheel_next(const struct wheel_core *w)
 {
     if (!list_empty(&w->pending))
         return w->elapsed;
     unsigned slot;
     uint64_t tick;
-    /* No higher level can expire before the lowest non-empty one: its
-     * timers all lie past the current slot of every level above. */
-    for (unsigned l = 0; l < WHEEL_LEVELS; l++)
-        if (level_next(w, l, &slot, &tick))
-            return tick;
-    if (!list_empty(&w->overflow))
-        return w->overflow_next > w->elapsed ? w->overflow_next
-                                             : w->elapsed + 1;
-    return UINT64_MAX;
+    return next_event(w, &slot, &tick) == NOTHING ? UINT64_MAX : tick;
 }
 
-/* Re-files every timer of `list` (taken out of a slot or overflow) now
- * that elapsed has reached the list's start: due ones go to pending in
- * list order, the others down to the level they now belong to. */
+/* Re-files every timer of `list` (taken out of a higher slot or the
+ * overflow) now that elapsed has reached the list's start: due ones go to
+ * pending, the others down to where they now belong. Back to front, each at
+ * the head of its new list: their order among themselves is kept, and they
+ * go before the timers already there, which were registered after them. */
 static void cascade(struct wheel_core *w, struct tlink *list)
 {
     while (!list_empty(list)) {
-        struct weft__timer *t = timer_of(list->next);
+        struct weft__timer *t = timer_of(list->prev);
         list_unlink(&t->link);
+        w->cascaded++;
         uint64_t when = when_of(t);
         if (when <= w->elapsed)
-            list_append(&w->pending, &t->link);
+            list_prepend(&w->pending, &t->link);
         else
-            place(w, t, when);
+            place(w, t, when, true);
     }
 }
 
-/* Processes the next slot (or overflow) if it is due by `now`. Returns
- * false when nothing is due. */
+/* Processes the next slot (or the overflow) if it is due by `now`. Returns
+ * false when nothing is due. wheel_poll calls it with pending empty. */
 static bool advance(struct wheel_core *w, uint64_t now)
 {
-    unsigned slot;
+    unsigned slot = 0;
     uint64_t tick;
-    for (unsigned l = 0; l < WHEEL_LEVELS; l++) {
-        if (!level_next(w, l, &slot, &tick))
-            continue;
-        if (tick > now)
-            return false;
-        struct tlink list;
-        list_move_all(&list, slot_list(w, l, slot));
-        occ_clear(w, l, slot);
-        w->elapsed = tick;
-        cascade(w, &list);
-        return true;
-    }
-    if (list_empty(&w->overflow) || w->overflow_next > now)
+    int what = next_event(w, &slot, &tick);
+    if (what == NOTHING || tick > now)
         return false;
     struct tlink list;
-    list_move_all(&list, &w->overflow);
-    if (w->overflow_next > w->elapsed)
-        w->elapsed = w->overflow_next;
-    w->overflow_next = UINT64_MAX;
+    if (what == RING) {
+        /* One deadline per ring slot: all of it is due, in order. */
+        list_move_all(&w->pending, slot_list(w, 0, slot));
+        occ_clear(w, 0, slot);
+        w->elapsed = tick;
+        return true;
+    }
+    if (what == OVERFLOW) {
+        list_move_all(&list, &w->overflow);
+        w->overflow_next = UINT64_MAX;
+    } else {
+        list_move_all(&list, slot_list(w, (unsigned)what, slot));
+        occ_clear(w, (unsigned)what, slot);
+    }
+    if (tick > w->elapsed)
+        w->elapsed = tick;
     cascade(w, &list);
+    /* A ring slot due at the same tick: after the cascaded timers (it was
+     * registered later), and before the ring would read it as 4096 ms
+     * ahead. */
+    unsigned rs = (unsigned)w->elapsed & (WHEEL_L0_SLOTS - 1);
+    if (!list_empty(slot_list(w, 0, rs))) {
+        list_splice_tail(&w->pending, slot_list(w, 0, rs));
+        occ_clear(w, 0, rs);
+    }
     return true;
 }
 

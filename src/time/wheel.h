@@ -2,34 +2,43 @@
  * The hierarchical timing wheel: a pure data structure, no locks, no
  * clock. One wheel per worker (timer.c adds the lock and the wakers).
  *
- * Time is counted in ticks of 1 ms. Level 0 has 4096 slots of 1 ms (4.1 s);
- * each of the WHEEL_LEVELS - 1 levels above has 64 slots, each slot as wide
- * as the whole level below, so 5 levels cover 2^36 ms (2.2 years) ahead of
- * `elapsed`; timers further out wait in an overflow list that is looked at
- * again whenever the wheel reaches the 2^36-aligned block that holds the
- * earliest of them. A timer goes to the level of the highest bit group in
- * which its deadline differs from `elapsed` (tokio's time/wheel,
- * level_for), so all timers of a level-0 slot share one deadline, and a
- * higher slot is emptied ("cascaded") into lower levels when the wheel
+ * Time is counted in ticks of 1 ms. Level 0 is a ring of 4096 slots of
+ * 1 ms: a timer due less than 4096 ms after `elapsed` goes straight to the
+ * slot `when % 4096`, so each ring slot holds one deadline and a timer of
+ * under 4.1 s never moves before it fires, whatever `elapsed` is. Each of
+ * the WHEEL_LEVELS - 1 levels above has 64 slots, each slot as wide as the
+ * whole level below (aligned blocks: 4096 ms, 2^18 ms, ...), so 5 levels
+ * cover 2^36 ms (2.2 years) ahead of `elapsed`; timers further out wait in
+ * an overflow list that is looked at again whenever the wheel reaches the
+ * 2^36-aligned block that holds the earliest of them. A timer beyond the
+ * ring goes to the level of the highest bit group in which its deadline
+ * differs from `elapsed` (tokio's time/wheel, level_for), and a higher slot
+ * is emptied ("cascaded") into the ring or lower levels when the wheel
  * reaches its start:
  *
- *   level 4 | 64 slots of 2^30 ms (12.4 days) | ...
- *   level 1 | 64 slots of 4096 ms             |
- *   level 0 | 4096 slots of 1 ms              | <- elapsed
+ *   level 4 | 64 slots of 2^30 ms (12.4 days)     | ...
+ *   level 1 | 64 slots of 4096 ms (aligned)       |
+ *   level 0 | ring of 4096 slots: elapsed+1 .. elapsed+4095
  *
- * Why a wide level 0 (tokio's has 64 slots): a cascade touches every timer
- * of the slot once more, and on a large wheel each touch is a cache and TLB
- * miss (0.5-1 us on the reference machine). With 64-slot levels a 1-second
- * sleep cascades once or twice before it fires; with 4096 slots at level 0,
- * timers under a few seconds almost never cascade. The cost is 64 KiB of
- * list heads per wheel (one wheel per worker).
+ * Why a ring (tokio's level 0 has 64 aligned slots): a cascade touches every
+ * timer of the slot once more, and on a large wheel each touch is a cache
+ * and TLB miss (0.5-1 us on the reference machine). With aligned 4096-slot
+ * level 0, a sleep of d ms still cascaded when it crossed a 4096 ms
+ * boundary (d / 4096 of them: 12% of W5's 0-999 ms sleeps); with the ring,
+ * none does. The cost is 64 KiB of list heads per wheel (one per worker).
  *
  * Invariants: a timer in a slot or in overflow has when > elapsed, one in
  * the pending list (due, not yet handed out) has when <= elapsed; `elapsed`
- * never passes the start of a slot that still holds timers. So the level and
- * slot of a queued timer can always be recomputed from (elapsed, when),
- * which is how removal finds the slot's bit without storing it. Slots are
- * FIFO: timers with equal deadlines come out in the order they went in.
+ * never passes the start of a higher slot that still holds timers, nor a
+ * ring deadline. Higher slots before elapsed's own position are empty, and
+ * no higher level expires before the lowest non-empty one; but the ring
+ * reaches into the next aligned block, so the next event is the earliest of
+ * the ring's next deadline, that level's next slot start and the overflow's
+ * block (wheel.c, next_event). Removal finds the slot to clear from the
+ * list's sentinel, not from the deadline. Slots are FIFO, and a cascaded timer
+ * goes in front of the ones already in its new slot (they were registered after
+ * it), so timers with equal deadlines come out in the order they were
+ * registered.
  *
  * Costs: insert and remove O(1); wheel_poll O(1) per timer plus one step
  * per occupied slot crossed, never per tick of idle time.
@@ -99,8 +108,8 @@ enum {
 struct wheel_core {
     uint64_t
         elapsed; /* every timer due at or before this has been handed out */
-    /* Occupied slots, one bit each: level 0 in occ0 (with a summary bit per
-     * word), the levels above in occ[level - 1]. */
+    /* Occupied slots, one bit each: the ring (level 0) in occ0 (with a summary
+     * bit per word), the levels above in occ[level - 1]. */
     uint64_t occ0[WHEEL_L0_SLOTS / 64];
     uint64_t occ0_summary;
     uint64_t occ[WHEEL_LEVELS - 1];
@@ -108,6 +117,7 @@ struct wheel_core {
     uint64_t overflow_next; /* lower bound of when overflow needs a look */
     struct tlink pending;   /* due, waiting to be handed out */
     size_t count;           /* timers linked (slots, overflow, pending) */
+    uint64_t cascaded;      /* timers re-filed by cascades, ever (tests) */
     struct tlink slot[WHEEL_NSLOTS]; /* level 0's, then 64 per level */
 };
 
@@ -119,9 +129,8 @@ void weft__wheel_init(struct wheel_core *w, uint64_t now);
 bool weft__wheel_insert(struct wheel_core *w, struct weft__timer *t,
                         uint64_t when);
 
-/* Unlinks `t`, which is linked in `w`, with deadline `when`. */
-void weft__wheel_remove(struct wheel_core *w, struct weft__timer *t,
-                        uint64_t when);
+/* Unlinks `t`, which is linked in `w`. */
+void weft__wheel_remove(struct wheel_core *w, struct weft__timer *t);
 
 /* Returns the next timer due at or before `now`, unlinked, in deadline
  * order (FIFO among equals), or NULL when none is left; then elapsed = now.
