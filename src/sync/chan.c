@@ -444,30 +444,61 @@ int weft_chan_try_send(weft_chan_tx *tx, const void *msg)
     return rc;
 }
 
+/* The worker whose coroutine task may take the fast path of a channel
+ * call, or NULL: sync_fast_worker's test, reading the thread-local
+ * directly. That is safe here because the calling functions read nothing
+ * after they suspend: waiting happens in the out-of-line *_wait functions,
+ * which go through weft__worker_current() like everything else. */
+static inline struct weft_worker *chan_fast_worker(void)
+{
+    struct weft_worker *w = weft__tls_worker;
+    if (weft_likely(
+            w && w->host.running && w->cx.budget > 0 &&
+            !(atomic_load_explicit(&w->current->state, memory_order_relaxed) &
+              TASK_CANCELLED)))
+        return w;
+    return NULL;
+}
+
+/* The send must wait (called with the lock held): queue a future on this
+ * coroutine's stack and suspend. */
+static __attribute__((noinline)) int send_wait(struct weft_chan *c,
+                                               const void *msg,
+                                               struct weft_worker *w)
+{
+    struct sync_op op;
+    sync_op_init(&op, &send_ops, NULL, c, (void *)msg, 0);
+    waiter_enqueue(&c->sendq, &op.w, &w->cx);
+    sync_unlock(&c->lock);
+    return sync_await_queued(&op, NULL);
+}
+
+static __attribute__((noinline)) int send_slow(struct weft_chan *c,
+                                               const void *msg)
+{
+    struct sync_op op;
+    sync_op_init(&op, &send_ops, NULL, c, (void *)msg, 0);
+    return weft__sync_run(&op.base, NULL);
+}
+
 int weft_chan_send(weft_chan_tx *tx, const void *msg)
 {
     struct weft_chan *c = chan_of_tx(tx);
-    struct weft_worker *w = sync_fast_worker();
-    struct sync_op op;
-    if (weft_likely(w != NULL)) {
-        /* send_poll's first poll, without building the future unless it
-         * has to wait. */
-        struct wake_list wl = {NULL};
-        sync_lock(&c->lock);
-        int rc = send_locked(c, msg, false, &wl);
-        if (weft_likely(rc != -EAGAIN)) {
-            sync_unlock(&c->lock);
-            wake_list_run(&wl);
-            budget_use(&w->cx);
-            return rc;
-        }
-        sync_op_init(&op, &send_ops, NULL, c, (void *)msg, 0);
-        waiter_enqueue(&c->sendq, &op.w, &w->cx);
-        sync_unlock(&c->lock);
-        return sync_await_queued(&op, NULL);
-    }
-    sync_op_init(&op, &send_ops, NULL, c, (void *)msg, 0);
-    return weft__sync_run(&op.base, NULL);
+    struct weft_worker *w = chan_fast_worker();
+    if (weft_unlikely(w == NULL))
+        return send_slow(c, msg);
+    /* send_poll's first poll, without building the future unless it has
+     * to wait. */
+    struct wake_list wl = {NULL};
+    sync_lock(&c->lock);
+    int rc = send_locked(c, msg, false, &wl);
+    if (weft_unlikely(rc == -EAGAIN))
+        return send_wait(c, msg, w);
+    sync_unlock(&c->lock);
+    if (wl.head)
+        wake_list_run(&wl);
+    budget_use(&w->cx);
+    return rc;
 }
 
 int weft_chan_send_blocking(weft_chan_tx *tx, const void *msg)
@@ -510,29 +541,40 @@ int weft_chan_try_recv(weft_chan_rx *rx, void *out)
     return rc;
 }
 
+static __attribute__((noinline)) int recv_wait(struct weft_chan *c, void *out,
+                                               struct weft_worker *w)
+{
+    struct sync_op op;
+    sync_op_init(&op, &recv_ops, NULL, c, out, 0);
+    waiter_enqueue(&c->recvq, &op.w, &w->cx);
+    sync_unlock(&c->lock);
+    return sync_await_queued(&op, NULL);
+}
+
+static __attribute__((noinline)) int recv_slow(struct weft_chan *c, void *out)
+{
+    struct sync_op op;
+    sync_op_init(&op, &recv_ops, NULL, c, out, 0);
+    return weft__sync_run(&op.base, NULL);
+}
+
 int weft_chan_recv(weft_chan_rx *rx, void *out)
 {
     struct weft_chan *c = chan_of_rx(rx);
-    struct weft_worker *w = sync_fast_worker();
-    struct sync_op op;
-    if (weft_likely(w != NULL)) {
-        /* recv_poll's first poll, inline (see weft_chan_send). */
-        struct wake_list wl = {NULL};
-        sync_lock(&c->lock);
-        int rc = recv_locked(c, out, &wl);
-        if (weft_likely(rc != -EAGAIN)) {
-            sync_unlock(&c->lock);
-            wake_list_run(&wl);
-            budget_use(&w->cx);
-            return rc;
-        }
-        sync_op_init(&op, &recv_ops, NULL, c, out, 0);
-        waiter_enqueue(&c->recvq, &op.w, &w->cx);
-        sync_unlock(&c->lock);
-        return sync_await_queued(&op, NULL);
-    }
-    sync_op_init(&op, &recv_ops, NULL, c, out, 0);
-    return weft__sync_run(&op.base, NULL);
+    struct weft_worker *w = chan_fast_worker();
+    if (weft_unlikely(w == NULL))
+        return recv_slow(c, out);
+    /* recv_poll's first poll, inline (see weft_chan_send). */
+    struct wake_list wl = {NULL};
+    sync_lock(&c->lock);
+    int rc = recv_locked(c, out, &wl);
+    if (weft_unlikely(rc == -EAGAIN))
+        return recv_wait(c, out, w);
+    sync_unlock(&c->lock);
+    if (wl.head)
+        wake_list_run(&wl);
+    budget_use(&w->cx);
+    return rc;
 }
 
 int weft_chan_recv_blocking(weft_chan_rx *rx, void *out)
