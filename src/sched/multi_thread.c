@@ -613,6 +613,21 @@ static struct weft_task *spin_for_work(struct mt_worker *w)
     return t;
 }
 
+/* Nothing to run: rather than sleep, fault in task memory ahead for a
+ * thread spawning in bulk (mem.c), if one is. The worker stops searching
+ * first (it is busy for a while, and notifiers must not count on it), and
+ * looks for work again afterwards. */
+static bool prefault_idle(struct mt_worker *w)
+{
+    if (!weft__mem_prefault_wanted())
+        return false;
+    transition_from_searching(w);
+    uint64_t t0 = now_ns();
+    bool did = weft__mem_prefault();
+    STAT_ADD(w->m.idle_ns, now_ns() - t0);
+    return did;
+}
+
 /* Sleeps until notified, in the driver if it is free. */
 static void park_wait(struct mt_worker *w);
 
@@ -706,6 +721,8 @@ static void *worker_main(void *arg)
             run_task(w, t);
             continue;
         }
+        if (prefault_idle(w))
+            continue;
         park(w);
     }
     drain_stale(w);

@@ -206,14 +206,99 @@ static char *new_chunk(bool huge)
     return c;
 }
 
+/* ---- chunks faulted in ahead by idle workers ---- */
+
+/* A thread that maps its second chunk is allocating in bulk (spawning many
+ * tasks): from then on each chunk it takes asks for one more to be made
+ * ready (`ready_demand`, at most READY_MAX). An idle worker that finds
+ * demand (weft__mem_prefault) maps a chunk and faults all of it in, and
+ * the next chunk the spawner needs costs it no page fault at all. At most
+ * READY_MAX chunks sit ready unused when spawning stops. */
+#define READY_MAX 2
+
+struct ready_chunk {
+    struct ready_chunk *next;
+};
+
+static pthread_mutex_t ready_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ready_chunk *ready_list;
+static _Atomic int ready_count;  /* chunks in ready_list */
+static _Atomic int ready_demand; /* chunks asked for, not yet made */
+
+static void *ready_take(void)
+{
+    if (!atomic_load_explicit(&ready_count, memory_order_relaxed))
+        return NULL;
+    pthread_mutex_lock(&ready_lock);
+    struct ready_chunk *r = ready_list;
+    if (r) {
+        ready_list = r->next;
+        atomic_fetch_sub_explicit(&ready_count, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&ready_lock);
+    return r;
+}
+
+static void ready_ask(void)
+{
+    int d = atomic_load_explicit(&ready_demand, memory_order_relaxed);
+    while (d + atomic_load_explicit(&ready_count, memory_order_relaxed) <
+               READY_MAX &&
+           !atomic_compare_exchange_weak_explicit(&ready_demand, &d, d + 1,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+}
+
+static char *new_chunk(bool huge);
+
+bool weft__mem_prefault_wanted(void)
+{
+    return atomic_load_explicit(&ready_demand, memory_order_relaxed) > 0;
+}
+
+bool weft__mem_prefault(void)
+{
+    int d = atomic_load_explicit(&ready_demand, memory_order_relaxed);
+    do {
+        if (d <= 0)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &ready_demand, &d, d - 1, memory_order_relaxed, memory_order_relaxed));
+    char *c = new_chunk(true);
+    if (!c)
+        return false;
+    /* Faults the whole chunk in (one huge page where THP allows). */
+    if (madvise(c, CHUNK, MADV_POPULATE_WRITE) != 0)
+        for (size_t off = 0; off < CHUNK; off += 4096)
+            c[off] = 0;
+    struct ready_chunk *r = (struct ready_chunk *)c;
+    pthread_mutex_lock(&ready_lock);
+    r->next = ready_list;
+    ready_list = r;
+    atomic_fetch_add_explicit(&ready_count, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&ready_lock);
+    return true;
+}
+
 /* Carves `size` bytes off the thread's chunk, populating ahead. */
 static void *bump(size_t size)
 {
     if (weft_unlikely(tc.bump + size > tc.bump_end)) {
-        char *c = new_chunk(tc.chunks++ > 0);
-        if (!c)
-            return NULL;
-        tc.bump = tc.populated = c;
+        char *c = NULL;
+        bool bulk = tc.chunks++ > 0;
+        if (bulk) {
+            ready_ask(); /* for the chunk after this one */
+            c = ready_take();
+        }
+        if (c) {
+            tc.bump = c;
+            tc.populated = c + CHUNK; /* faulted in already */
+        } else {
+            if (!(c = new_chunk(bulk)))
+                return NULL;
+            tc.bump = tc.populated = c;
+        }
         tc.bump_end = c + CHUNK;
     }
     char *p = tc.bump;
