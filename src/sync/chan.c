@@ -26,17 +26,29 @@
  */
 #include "sync/sync.h"
 
+/* Two cache lines. With a sender and a receiver on two workers every
+ * operation moves the line it writes from the other CPU; the fields that
+ * every send and receive writes (and the queue heads they test) share the
+ * first line, and the second holds what they only read, which stays
+ * cached on both CPUs. */
 struct weft_chan {
     struct sync_lock lock;
-    uint32_t senders, receivers; /* handle counts */
-    size_t elem;                 /* message size in bytes */
-    size_t cap;                  /* SIZE_MAX when unbounded */
-    char *buf;                   /* ring of `size` slots (a power of two) */
-    size_t size, head, len;
+    uint32_t receivers; /* handle count */
+    size_t head, len;
     size_t reserved; /* free slots promised to woken senders */
-    size_t batch;    /* free slots needed before waiting senders are woken */
     struct waitq recvq, sendq;
-};
+    /* read-mostly */
+    char *buf __attribute__((aligned(64))); /* ring of `size` slots (a
+                                               power of two) */
+    size_t size;
+    size_t elem;  /* message size in bytes */
+    size_t cap;   /* SIZE_MAX when unbounded */
+    size_t batch; /* free slots needed before waiting senders are woken */
+    uint32_t senders; /* handle count */
+    void *mem;        /* the allocation this struct sits in */
+} __attribute__((aligned(64)));
+
+#define CHAN_ALLOC (sizeof(struct weft_chan) + 64)
 
 #define CHAN_FIRST_SIZE 16
 
@@ -325,9 +337,13 @@ static int chan_create(weft_chan_tx **tx, weft_chan_rx **rx, size_t elem,
 {
     *tx = NULL;
     *rx = NULL;
-    struct weft_chan *c = weft__zalloc(sizeof *c);
-    if (!c)
+    char *mem = weft__alloc(CHAN_ALLOC);
+    if (!mem)
         return -ENOMEM;
+    struct weft_chan *c =
+        (struct weft_chan *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+    memset(c, 0, sizeof *c);
+    c->mem = mem;
     c->senders = c->receivers = 1;
     c->elem = elem;
     c->cap = cap;
@@ -360,7 +376,7 @@ static void chan_free(struct weft_chan *c)
                "channel freed with operations waiting on it");
     if (c->buf)
         weft__free(c->buf, ring_bytes(c, c->size));
-    weft__free(c, sizeof *c);
+    weft__free(c->mem, CHAN_ALLOC);
 }
 
 weft_chan_tx *weft_chan_tx_clone(weft_chan_tx *tx)
