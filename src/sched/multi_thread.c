@@ -574,7 +574,13 @@ static inline void cpu_relax(void)
  * waker's side, tens of microseconds on a paravirtualised machine. Only one
  * worker spins at a time, and only a searcher (it stays counted as one, so
  * notifiers leave the sleepers alone and let it find the work, and when it
- * parks it does the last searcher's check like any other). */
+ * parks it does the last searcher's check like any other). It leaves a
+ * queue that holds a single task to its owner, which will most likely pop
+ * it next: taking it would move a ping-pong pair of tasks (W3) to another
+ * CPU every few round trips. If the owner is stuck, the task waits at most
+ * one spin: the spinner then parks as the last searcher, sees the queue,
+ * and wakes a worker (itself, if none sleeps) whose ordinary steal takes
+ * it. */
 static struct weft_task *spin_for_work(struct mt_worker *w)
 {
     struct mt_sched *s = w->s;
@@ -593,7 +599,7 @@ static struct weft_task *spin_for_work(struct mt_worker *w)
         for (int k = 0; k < s->n && !t; k++) {
             struct mt_worker *v = &s->workers[k];
             uint32_t got = 0;
-            if (v != w && lq_len(&v->q) &&
+            if (v != w && lq_len(&v->q) >= 2 &&
                 (t = lq_steal_into(&v->q, &w->q, &got)))
                 STAT_ADD(w->m.steals, got);
         }
