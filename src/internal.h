@@ -78,6 +78,15 @@ void *weft__alloc(size_t size);
 void *weft__zalloc(size_t size);
 void weft__free(void *p, size_t size);
 
+/* Called by an idle worker: if threads are allocating chunks in bulk,
+ * maps and faults in one chunk ahead for them, so that the first touch of
+ * fresh pages happens on an idle CPU instead of in the spawning thread.
+ * Returns true if it did (it took a while: look for work again), false if
+ * there was nothing to do. */
+bool weft__mem_prefault(void);
+/* Whether weft__mem_prefault has something to do (a relaxed peek). */
+bool weft__mem_prefault_wanted(void);
+
 /* Fault injection for tests: the `n`th allocation from now on fails (n >= 1),
  * 0 disarms. Also armed by the WEFT_FAIL_ALLOC=n environment variable. */
 void weft__fail_alloc_after(long n);

@@ -4,6 +4,8 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/futex.h>
@@ -12,6 +14,8 @@
 #include "gate.h"
 #include "test.h"
 #include "weft.h"
+
+#include "internal.h" /* weft__alloc, weft__mem_prefault */
 
 static weft_runtime *mt_rt(int workers)
 {
@@ -416,6 +420,179 @@ TEST(coroutine_resumes_on_another_thread)
     weft_runtime *rt = mt_rt(2);
     ASSERT_OK(weft_block_on(rt, migrate_body, NULL, NULL));
     weft_runtime_free(rt);
+}
+
+/* ---- owned tasks, live counts, spinning, prefaulting ---- */
+
+static uint64_t live_tasks(weft_runtime *rt)
+{
+    weft_metrics m;
+    ASSERT_OK(weft_runtime_metrics(rt, &m));
+    return m.live_tasks;
+}
+
+/* Waits (up to 2 s) for the live count to come down to `want`: a joiner is
+ * woken before the task that finished counts itself done. */
+static bool live_settles(weft_runtime *rt, uint64_t want)
+{
+    for (int i = 0; i < 2000; i++) {
+        if (live_tasks(rt) == want)
+            return true;
+        usleep(1000);
+    }
+    return false;
+}
+
+static void *short_job(void *arg)
+{
+    spin_us(2);
+    return arg;
+}
+
+#define LIVE_TASKS 20000
+
+struct live_body {
+    weft_runtime *rt;
+    atomic_ulong ran;
+};
+
+static void *detached_job(void *arg)
+{
+    struct live_body *b = arg;
+    atomic_fetch_add(&b->ran, 1);
+    return NULL;
+}
+
+static void *live_body(void *arg)
+{
+    struct live_body *b = arg;
+    int n = TEST_SANITIZED ? LIVE_TASKS / 10 : LIVE_TASKS;
+    weft_task **h = malloc(sizeof *h * (size_t)n);
+    ASSERT(h != NULL);
+    /* Spawned on this worker, many finished on the other one (stolen). */
+    for (int i = 0; i < n; i++)
+        ASSERT_OK(weft_spawn(NULL, &h[i], short_job, (void *)(uintptr_t)i));
+    for (int i = 0; i < n; i++) {
+        void *v;
+        ASSERT_OK(weft_join(h[i], &v));
+        ASSERT_EQ((uintptr_t)v, (uintptr_t)i);
+        weft_task_free(h[i]);
+    }
+    free(h);
+    ASSERT(live_settles(b->rt, 1)); /* this root task */
+    /* Detached tasks finished on either worker: nothing but the runtime
+     * holds them, so they are freed when their batch is unlinked. */
+    for (int i = 0; i < n; i++)
+        ASSERT_OK(weft_spawn(NULL, NULL, detached_job, b));
+    while (atomic_load(&b->ran) < (unsigned long)n)
+        ASSERT_OK(weft_yield());
+    ASSERT(live_settles(b->rt, 1));
+    return NULL;
+}
+
+static void *spawn_from_outside(void *arg)
+{
+    struct live_body *b = arg;
+    for (int i = 0; i < 1000; i++)
+        ASSERT_OK(weft_spawn(b->rt, NULL, detached_job, b));
+    return NULL;
+}
+
+TEST(live_count_right_when_tasks_finish_on_another_worker)
+{
+    struct live_body b = {.rt = mt_rt(2)};
+    ASSERT_OK(weft_block_on(b.rt, live_body, &b, NULL));
+    ASSERT(live_settles(b.rt, 0));
+    weft_metrics m;
+    ASSERT_OK(weft_runtime_metrics(b.rt, &m));
+    ASSERT_GT(m.worker[0].polls, 0);
+    ASSERT_GT(m.worker[1].polls, 0);
+    /* Spawned from a plain thread: the shared shard and counters. */
+    atomic_store(&b.ran, 0);
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, spawn_from_outside, &b), 0);
+    pthread_join(th, NULL);
+    while (atomic_load(&b.ran) < 1000)
+        usleep(1000);
+    ASSERT(live_settles(b.rt, 0));
+    /* Detached tasks still waiting in a worker's release batch are freed
+     * by the shutdown (the leak checker of the ASan build sees to it). */
+    for (int i = 0; i < 100; i++)
+        ASSERT_OK(weft_spawn(b.rt, NULL, detached_job, &b));
+    weft_runtime_free(b.rt);
+}
+
+/* The lost-wake-up race again, with a spin long enough that most wakes
+ * land while the idle worker is still spinning, and with no spin. */
+TEST(no_lost_wakeup_two_workers_long_spin)
+{
+    setenv("WEFT_PARK_SPIN_NS", "200000", 1);
+    lost_wakeup_run(2, TEST_SANITIZED ? 20000 : 200000);
+    unsetenv("WEFT_PARK_SPIN_NS");
+}
+
+TEST(no_lost_wakeup_two_workers_no_spin)
+{
+    setenv("WEFT_PARK_SPIN_NS", "0", 1);
+    lost_wakeup_run(2, TEST_SANITIZED ? 20000 : 200000);
+    unsetenv("WEFT_PARK_SPIN_NS");
+}
+
+/* A spinning worker gives up after its spin and parks: an idle runtime
+ * with a 2 ms spin parks both workers and burns no CPU while idle. */
+static int64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+TEST(spinning_worker_still_parks)
+{
+    setenv("WEFT_PARK_SPIN_NS", "2000000", 1);
+    weft_runtime *rt = mt_rt(2);
+    unsetenv("WEFT_PARK_SPIN_NS");
+    ASSERT_OK(weft_block_on(rt, detached_job, &(struct live_body){0}, NULL));
+    usleep(50000);
+    weft_metrics m0, m1;
+    ASSERT_OK(weft_runtime_metrics(rt, &m0));
+    int64_t c0 = cpu_ns();
+    usleep(200000);
+    int64_t c1 = cpu_ns();
+    ASSERT_OK(weft_runtime_metrics(rt, &m1));
+    for (int i = 0; i < 2; i++) {
+        ASSERT_GT(m0.worker[i].parks, 0);
+        ASSERT_EQ(m1.worker[i].parks, m0.worker[i].parks); /* still asleep */
+    }
+    /* A worker that kept spinning would use ~200 ms of CPU here. */
+    ASSERT_LT(c1 - c0, 50000000);
+    weft_runtime_free(rt);
+}
+
+/* A thread that allocates in bulk gets chunks faulted in ahead by whoever
+ * calls weft__mem_prefault (an idle worker), at most two at a time; the
+ * memory is usable like any other. */
+TEST(prefault_makes_chunks_ahead_for_bulk_allocation)
+{
+    if (TEST_SANITIZED || getenv("WEFT_MALLOC"))
+        SKIP("the allocator steps aside for malloc here");
+    enum { SIZE = 128, COUNT = 3 * (2 << 20) / SIZE };
+    char **p = malloc(sizeof *p * COUNT);
+    ASSERT(p != NULL);
+    int made = 0;
+    for (int i = 0; i < COUNT; i++) {
+        ASSERT((p[i] = weft__alloc(SIZE)) != NULL);
+        memset(p[i], i & 0xff, SIZE);
+        while (weft__mem_prefault())
+            made++;
+    }
+    ASSERT_GT(made, 0);
+    ASSERT_LE(made, 3);
+    for (int i = 0; i < COUNT; i++) {
+        ASSERT_EQ((unsigned char)p[i][SIZE - 1], (unsigned char)(i & 0xff));
+        weft__free(p[i], SIZE);
+    }
+    free(p);
 }
 
 /* ---- entry points ---- */

@@ -32,6 +32,7 @@
 #include "sched/mt.h"
 #include "sched/park.h"
 #include "sched/sched.h"
+#include "sync/sync.h"
 #include "task/task.h"
 #include "util/fifo.h"
 
@@ -45,7 +46,13 @@
 #ifndef WEFT_MAX_LIFO_POLLS
 #define WEFT_MAX_LIFO_POLLS 3
 #endif
-#define OWNED_SHARDS 32
+/* Tasks a worker collects, finished here but owned by another worker's
+ * shard, before it unlinks them in one lock per shard. */
+#ifndef WEFT_RELEASE_BATCH
+#define WEFT_RELEASE_BATCH 64
+#endif
+/* Shards are numbered 1..MAX_SHARDS in the task's `owned` byte. */
+#define MAX_SHARDS 255
 
 /* Counters a worker keeps; written by that worker only (relaxed atomics so
  * that metrics can read them from any thread). */
@@ -54,10 +61,23 @@ struct mt_worker_metrics {
     uint64_t started_ns;
 };
 
+struct owned_shard {
+    struct sync_lock lock;
+    struct weft_task *head;
+} __attribute__((aligned(64)));
+
 struct mt_worker {
     struct weft_worker base; /* must be first */
     struct mt_sched *s;
     int index;
+    struct owned_shard *shard; /* where this worker's spawns are linked */
+    /* Live-task counters, written by this worker only: tasks it spawned and
+     * tasks it finished (live = sum of spawned - sum of done). */
+    _Atomic uint64_t spawned, done;
+    /* Finished tasks of other shards, each holding a reference, waiting to
+     * be unlinked in a batch (release_flush). */
+    uint32_t nrel;
+    struct weft_task *rel[WEFT_RELEASE_BATCH];
     bool searching;
     _Atomic bool parked; /* in the sleepers list */
     _Atomic bool in_driver;
@@ -70,11 +90,6 @@ struct mt_worker {
     bool started;
     struct mt_worker_metrics m;
     struct local_queue q;
-} __attribute__((aligned(64)));
-
-struct owned_shard {
-    pthread_mutex_t lock;
-    struct weft_task *head;
 } __attribute__((aligned(64)));
 
 struct mt_sched {
@@ -93,8 +108,11 @@ struct mt_sched {
     int *sleepers;
     int nsleepers;
 
-    struct owned_shard shards[OWNED_SHARDS];
-    _Atomic size_t live;
+    /* Owned tasks: one shard per worker (shared round robin past
+     * MAX_SHARDS - 1 workers) and the last one for spawns from outside. */
+    struct owned_shard *shards;
+    int nshards;
+    _Atomic uint64_t remote_spawned, remote_done; /* outside the workers */
     _Atomic bool closed;
     _Atomic bool stop;
     struct weft_parker shutdown_parker;
@@ -102,6 +120,11 @@ struct mt_sched {
 
     pthread_mutex_t driver_lock;
     struct weft_driver *driver;
+
+    /* A worker out of work spins this long looking for some before it
+     * parks (WEFT_PARK_SPIN_NS; 0: never), one worker at a time. */
+    uint64_t spin_ns;
+    _Atomic bool spinner;
 };
 
 #define IDLE_SEARCH_ONE 1u
@@ -151,16 +174,34 @@ static void inject_push_batch(struct mt_sched *s, struct weft_task **ts,
     pthread_mutex_unlock(&s->inject_lock);
 }
 
-static struct weft_task *inject_pop(struct mt_sched *s)
+static inline void push_local(struct mt_worker *w, struct weft_task *t);
+
+/* Takes a fair share of the injection queue (its length over the number
+ * of workers, plus one, as tokio does) in one lock: returns one task and
+ * puts the rest in `w`'s local queue. */
+static struct weft_task *inject_pop(struct mt_worker *w)
 {
+    struct mt_sched *s = w->s;
     if (!atomic_load_explicit(&s->inject_len, memory_order_acquire))
         return NULL;
+    uint32_t room = WEFT_LOCAL_QUEUE_CAP - lq_len(&w->q);
+    if (room > WEFT_LOCAL_QUEUE_CAP / 2)
+        room = WEFT_LOCAL_QUEUE_CAP / 2;
+    struct weft_task *got[WEFT_LOCAL_QUEUE_CAP / 2 + 1];
+    uint32_t n = 0;
     pthread_mutex_lock(&s->inject_lock);
-    struct weft_task *t = fifo_pop(&s->inject);
-    if (t)
-        atomic_fetch_sub_explicit(&s->inject_len, 1, memory_order_relaxed);
+    size_t len = atomic_load_explicit(&s->inject_len, memory_order_relaxed);
+    size_t want = len / (size_t)s->n + 1;
+    if (want > room + 1)
+        want = room + 1;
+    while (n < want && (got[n] = fifo_pop(&s->inject)))
+        n++;
+    if (n)
+        atomic_fetch_sub_explicit(&s->inject_len, n, memory_order_relaxed);
     pthread_mutex_unlock(&s->inject_lock);
-    return t;
+    for (uint32_t i = 1; i < n; i++)
+        push_local(w, got[i]);
+    return n ? got[0] : NULL;
 }
 
 /* ---- idle workers ---- */
@@ -317,31 +358,94 @@ static void schedule_local(struct mt_worker *w, struct weft_task *t,
     notify_parked(w->s);
 }
 
-static int mt_spawn(struct weft_sched *base, struct weft_task *t)
+/* ---- owned tasks and the live count ---- */
+
+static void shard_link(struct owned_shard *sh, struct weft_task *t)
 {
-    struct mt_sched *s = mt_of(base);
-    struct owned_shard *sh = &s->shards[t->id % OWNED_SHARDS];
-    pthread_mutex_lock(&sh->lock);
-    if (atomic_load_explicit(&s->closed, memory_order_relaxed)) {
-        pthread_mutex_unlock(&sh->lock);
-        return -ESHUTDOWN;
-    }
-    t->owned = 1;
     t->owned_prev = NULL;
     t->owned_next = sh->head;
     if (sh->head)
         sh->head->owned_prev = t;
     sh->head = t;
-    pthread_mutex_unlock(&sh->lock);
-    atomic_fetch_add_explicit(&s->live, 1, memory_order_relaxed);
-    struct mt_worker *w = local_worker(s);
-    if (w) {
-        push_local(w, t);
-        notify_parked(s);
-    } else {
-        inject_push_batch(s, NULL, 0, t);
-        notify_parked(s);
+}
+
+static void shard_unlink(struct owned_shard *sh, struct weft_task *t)
+{
+    if (t->owned_prev)
+        t->owned_prev->owned_next = t->owned_next;
+    else
+        sh->head = t->owned_next;
+    if (t->owned_next)
+        t->owned_next->owned_prev = t->owned_prev;
+    t->owned = 0;
+}
+
+/* Spawned minus finished, summed over the workers. Read after the shards
+ * were closed, the spawn counts are final and the done counts only grow, so
+ * 0 means that every task has finished. Elsewhere it is an estimate. */
+static uint64_t live_count(struct mt_sched *s)
+{
+    uint64_t spawned =
+        atomic_load_explicit(&s->remote_spawned, memory_order_acquire);
+    uint64_t done = atomic_load_explicit(&s->remote_done, memory_order_acquire);
+    for (int i = 0; i < s->n; i++) {
+        spawned += atomic_load_explicit(&s->workers[i].spawned,
+                                        memory_order_acquire);
+        done += atomic_load_explicit(&s->workers[i].done, memory_order_acquire);
     }
+    return spawned > done ? spawned - done : 0;
+}
+
+/* Unlinks the batch of finished tasks `w` collected from other shards, one
+ * lock per run of the same shard, then drops the references they held. */
+static __attribute__((noinline)) void release_flush(struct mt_worker *w)
+{
+    struct mt_sched *s = w->s;
+    uint32_t n = w->nrel;
+    if (!n)
+        return;
+    struct owned_shard *locked = NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        struct weft_task *t = w->rel[i];
+        struct owned_shard *sh = &s->shards[t->owned - 1];
+        if (sh != locked) {
+            if (locked)
+                sync_unlock(&locked->lock);
+            sync_lock(&sh->lock);
+            locked = sh;
+        }
+        shard_unlink(sh, t);
+    }
+    sync_unlock(&locked->lock);
+    w->nrel = 0;
+    for (uint32_t i = 0; i < n; i++)
+        weft__task_unref(w->rel[i]);
+}
+
+static int mt_spawn(struct weft_sched *base, struct weft_task *t)
+{
+    struct mt_sched *s = mt_of(base);
+    struct mt_worker *w = local_worker(s);
+    struct owned_shard *sh = w ? w->shard : &s->shards[s->nshards - 1];
+    sync_lock(&sh->lock);
+    if (atomic_load_explicit(&s->closed, memory_order_relaxed)) {
+        sync_unlock(&sh->lock);
+        return -ESHUTDOWN;
+    }
+    t->owned = (uint8_t)(sh - s->shards + 1);
+    shard_link(sh, t);
+    /* Counted under the shard lock, so that shutdown, which closes every
+     * shard under its lock, sees every spawn it let in. */
+    if (w)
+        STAT_ADD(w->spawned, 1);
+    else
+        atomic_fetch_add(&s->remote_spawned, 1);
+    sync_unlock(&sh->lock);
+    if (w)
+        push_local(w, t);
+    else
+        inject_push_batch(s, NULL, 0, t);
+    notify_parked(s);
     return 0;
 }
 
@@ -360,18 +464,28 @@ static void mt_schedule(struct weft_sched *base, struct weft_task *t)
 static void mt_release(struct weft_sched *base, struct weft_task *t)
 {
     struct mt_sched *s = mt_of(base);
-    struct owned_shard *sh = &s->shards[t->id % OWNED_SHARDS];
-    pthread_mutex_lock(&sh->lock);
-    if (t->owned_prev)
-        t->owned_prev->owned_next = t->owned_next;
-    else
-        sh->head = t->owned_next;
-    if (t->owned_next)
-        t->owned_next->owned_prev = t->owned_prev;
-    t->owned = 0;
-    pthread_mutex_unlock(&sh->lock);
-    size_t left = atomic_fetch_sub(&s->live, 1) - 1;
-    if (left == 0 && atomic_load(&s->closed))
+    struct mt_worker *w = local_worker(s);
+    struct owned_shard *sh = &s->shards[t->owned - 1];
+    if (w && sh == w->shard) {
+        sync_lock(&sh->lock);
+        shard_unlink(sh, t);
+        sync_unlock(&sh->lock);
+        STAT_ADD(w->done, 1);
+    } else if (w) {
+        /* Another worker's task: keep it (and its memory) until the batch
+         * is unlinked, rather than take that worker's lock for each. */
+        weft__task_ref(t);
+        w->rel[w->nrel++] = t;
+        if (w->nrel == WEFT_RELEASE_BATCH)
+            release_flush(w);
+        STAT_ADD(w->done, 1);
+    } else {
+        sync_lock(&sh->lock);
+        shard_unlink(sh, t);
+        sync_unlock(&sh->lock);
+        atomic_fetch_add(&s->remote_done, 1);
+    }
+    if (weft_unlikely(atomic_load(&s->closed)))
         weft__parker_unpark(&s->shutdown_parker);
 }
 
@@ -388,13 +502,13 @@ static struct weft_task *next_task(struct mt_worker *w)
 {
     struct weft_task *t;
     if (w->tick % WEFT_GLOBAL_INTERVAL == 0) {
-        if ((t = inject_pop(w->s)))
+        if ((t = inject_pop(w)))
             return t;
         return lq_pop(&w->q);
     }
     if ((t = lq_pop(&w->q)))
         return t;
-    return inject_pop(w->s);
+    return inject_pop(w);
 }
 
 static inline __attribute__((always_inline)) void
@@ -440,7 +554,84 @@ static struct weft_task *steal_work(struct mt_worker *w)
             return t;
         }
     }
-    return inject_pop(s);
+    return inject_pop(w);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+/* Before parking, the searcher keeps looking for work for up to spin_ns:
+ * the injection queue and every other worker's queue. A worker that ran
+ * out of work is often given more a few microseconds later (a receiver
+ * frees a quarter of a channel, and the senders it wakes land in the other
+ * worker's queue); sleeping costs a futex wait here and a futex wake on the
+ * waker's side, tens of microseconds on a paravirtualised machine. Only one
+ * worker spins at a time, and only a searcher (it stays counted as one, so
+ * notifiers leave the sleepers alone and let it find the work, and when it
+ * parks it does the last searcher's check like any other). It leaves a
+ * queue that holds a single task to its owner, which will most likely pop
+ * it next: taking it would move a ping-pong pair of tasks (W3) to another
+ * CPU every few round trips. If the owner is stuck, the task waits at most
+ * one spin: the spinner then parks as the last searcher, sees the queue,
+ * and wakes a worker (itself, if none sleeps) whose ordinary steal takes
+ * it. */
+static struct weft_task *spin_for_work(struct mt_worker *w)
+{
+    struct mt_sched *s = w->s;
+    if (!s->spin_ns || !w->searching ||
+        atomic_load_explicit(&s->spinner, memory_order_relaxed) ||
+        atomic_exchange(&s->spinner, true))
+        return NULL;
+    struct weft_task *t = NULL;
+    uint64_t deadline = 0;
+    for (unsigned i = 0;; i++) {
+        if ((t = lq_pop(&w->q)))
+            break;
+        if (atomic_load_explicit(&s->inject_len, memory_order_relaxed) &&
+            (t = inject_pop(w)))
+            break;
+        for (int k = 0; k < s->n && !t; k++) {
+            struct mt_worker *v = &s->workers[k];
+            uint32_t got = 0;
+            if (v != w && lq_len(&v->q) >= 2 &&
+                (t = lq_steal_into(&v->q, &w->q, &got)))
+                STAT_ADD(w->m.steals, got);
+        }
+        if (t || atomic_load_explicit(&s->stop, memory_order_relaxed))
+            break;
+        if (i % 16 == 0) {
+            uint64_t now = now_ns();
+            if (!deadline)
+                deadline = now + s->spin_ns;
+            else if (now >= deadline)
+                break;
+        }
+        for (int k = 0; k < 32; k++)
+            cpu_relax();
+    }
+    atomic_store_explicit(&s->spinner, false, memory_order_release);
+    return t;
+}
+
+/* Nothing to run: rather than sleep, fault in task memory ahead for a
+ * thread spawning in bulk (mem.c), if one is. The worker stops searching
+ * first (it is busy for a while, and notifiers must not count on it), and
+ * looks for work again afterwards. */
+static bool prefault_idle(struct mt_worker *w)
+{
+    if (!weft__mem_prefault_wanted())
+        return false;
+    transition_from_searching(w);
+    uint64_t t0 = now_ns();
+    bool did = weft__mem_prefault();
+    STAT_ADD(w->m.idle_ns, now_ns() - t0);
+    return did;
 }
 
 /* Sleeps until notified, in the driver if it is free. */
@@ -449,6 +640,7 @@ static void park_wait(struct mt_worker *w);
 static void park(struct mt_worker *w)
 {
     struct mt_sched *s = w->s;
+    release_flush(w); /* an idle worker holds no finished task */
     bool last = transition_to_parked(w);
     if (last && work_anywhere(s))
         notify_parked(s); /* the last searcher must not strand work */
@@ -529,13 +721,18 @@ static void *worker_main(void *arg)
         struct weft_task *t = next_task(w);
         if (!t)
             t = steal_work(w);
+        if (!t)
+            t = spin_for_work(w);
         if (t) {
             run_task(w, t);
             continue;
         }
+        if (prefault_idle(w))
+            continue;
         park(w);
     }
     drain_stale(w);
+    release_flush(w);
     weft__worker_leave(&w->base);
     return NULL;
 }
@@ -554,12 +751,12 @@ static int mt_block_on(struct weft_sched *base, struct weft_task *root)
 
 static void cancel_all(struct mt_sched *s)
 {
-    for (int i = 0; i < OWNED_SHARDS; i++) {
+    for (int i = 0; i < s->nshards; i++) {
         struct owned_shard *sh = &s->shards[i];
-        pthread_mutex_lock(&sh->lock);
+        sync_lock(&sh->lock);
         for (struct weft_task *t = sh->head; t; t = t->owned_next)
             weft__task_cancel(t);
-        pthread_mutex_unlock(&sh->lock);
+        sync_unlock(&sh->lock);
     }
 }
 
@@ -567,20 +764,25 @@ static int mt_shutdown(struct weft_sched *base, int64_t timeout_ms)
 {
     struct mt_sched *s = mt_of(base);
     /* Closing under every shard lock: no spawn can link a task after. */
-    for (int i = 0; i < OWNED_SHARDS; i++)
-        pthread_mutex_lock(&s->shards[i].lock);
+    for (int i = 0; i < s->nshards; i++)
+        sync_lock(&s->shards[i].lock);
     atomic_store(&s->closed, true);
-    for (int i = OWNED_SHARDS - 1; i >= 0; i--)
-        pthread_mutex_unlock(&s->shards[i].lock);
+    for (int i = s->nshards - 1; i >= 0; i--)
+        sync_unlock(&s->shards[i].lock);
     cancel_all(s);
     uint64_t deadline = timeout_ms < 0
                             ? UINT64_MAX
                             : now_ns() + (uint64_t)timeout_ms * 1000000u;
-    while (atomic_load(&s->live) > 0) {
+    /* Completions after closing unpark us; the counts are spread over the
+     * workers, so look again every millisecond as well rather than reason
+     * about which completion is the last. */
+    while (live_count(s) > 0) {
         uint64_t now = now_ns();
         if (now >= deadline)
             return -ETIMEDOUT;
-        int64_t wait = deadline == UINT64_MAX ? -1 : (int64_t)(deadline - now);
+        int64_t wait = (int64_t)(deadline - now);
+        if (wait > 1000000)
+            wait = 1000000;
         weft__parker_park_timeout(&s->shutdown_parker, wait);
     }
     atomic_store(&s->stop, true);
@@ -597,12 +799,11 @@ static int mt_shutdown(struct weft_sched *base, int64_t timeout_ms)
 static void mt_free(struct weft_sched *base)
 {
     struct mt_sched *s = mt_of(base);
-    for (int i = 0; i < OWNED_SHARDS; i++)
-        pthread_mutex_destroy(&s->shards[i].lock);
     pthread_mutex_destroy(&s->inject_lock);
     pthread_mutex_destroy(&s->idle_lock);
     pthread_mutex_destroy(&s->driver_lock);
     free(s->sleepers);
+    free(s->shards);
     free(s->workers);
     free(s);
 }
@@ -611,7 +812,7 @@ static void mt_metrics(struct weft_sched *base, weft_metrics *out)
 {
     struct mt_sched *s = mt_of(base);
     out->workers = s->n;
-    out->live_tasks = atomic_load(&s->live);
+    out->live_tasks = live_count(s);
     out->global_queue_depth = atomic_load(&s->inject_len);
     uint64_t now = now_ns();
     for (int i = 0; i < s->n && i < WEFT_METRICS_MAX_WORKERS; i++) {
@@ -640,6 +841,18 @@ static const struct weft_sched_ops mt_ops = {
     .metrics = mt_metrics,
 };
 
+#ifndef WEFT_PARK_SPIN_NS
+#define WEFT_PARK_SPIN_NS 20000
+#endif
+
+static uint64_t park_spin_ns(void)
+{
+    const char *env = getenv("WEFT_PARK_SPIN_NS");
+    if (env && *env)
+        return strtoull(env, NULL, 10);
+    return WEFT_PARK_SPIN_NS;
+}
+
 static int default_workers(void)
 {
     const char *env = getenv("WEFT_WORKERS");
@@ -664,7 +877,10 @@ int weft__multi_thread_new(weft_runtime *rt, int nworkers,
         return -ENOMEM;
     s->workers = aligned_alloc(64, sizeof *s->workers * (size_t)nworkers);
     s->sleepers = calloc((size_t)nworkers, sizeof *s->sleepers);
-    if (!s->workers || !s->sleepers) {
+    s->nshards = nworkers < MAX_SHARDS ? nworkers + 1 : MAX_SHARDS;
+    s->shards = aligned_alloc(64, sizeof *s->shards * (size_t)s->nshards);
+    if (!s->workers || !s->sleepers || !s->shards) {
+        free(s->shards);
         free(s->workers);
         free(s->sleepers);
         free(s);
@@ -675,11 +891,12 @@ int weft__multi_thread_new(weft_runtime *rt, int nworkers,
     s->base.rt = rt;
     s->n = nworkers;
     s->driver = rt->driver;
+    /* One worker has nobody to wait for. */
+    s->spin_ns = nworkers > 1 ? park_spin_ns() : 0;
     pthread_mutex_init(&s->inject_lock, NULL);
     pthread_mutex_init(&s->idle_lock, NULL);
     pthread_mutex_init(&s->driver_lock, NULL);
-    for (int i = 0; i < OWNED_SHARDS; i++)
-        pthread_mutex_init(&s->shards[i].lock, NULL);
+    memset(s->shards, 0, sizeof *s->shards * (size_t)s->nshards);
     weft__parker_init(&s->shutdown_parker);
     atomic_init(&s->idle_state, (uint32_t)nworkers << 16);
     s->started_ns = now_ns();
@@ -688,6 +905,7 @@ int weft__multi_thread_new(weft_runtime *rt, int nworkers,
         w->s = s;
         w->index = i;
         w->rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
+        w->shard = &s->shards[i % (s->nshards - 1)];
         weft__parker_init(&w->parker);
         lq_init(&w->q);
     }

@@ -26,17 +26,29 @@
  */
 #include "sync/sync.h"
 
+/* Two cache lines. With a sender and a receiver on two workers every
+ * operation moves the line it writes from the other CPU; the fields that
+ * every send and receive writes (and the queue heads they test) share the
+ * first line, and the second holds what they only read, which stays
+ * cached on both CPUs. */
 struct weft_chan {
     struct sync_lock lock;
-    uint32_t senders, receivers; /* handle counts */
-    size_t elem;                 /* message size in bytes */
-    size_t cap;                  /* SIZE_MAX when unbounded */
-    char *buf;                   /* ring of `size` slots (a power of two) */
-    size_t size, head, len;
+    uint32_t receivers; /* handle count */
+    size_t head, len;
     size_t reserved; /* free slots promised to woken senders */
-    size_t batch;    /* free slots needed before waiting senders are woken */
     struct waitq recvq, sendq;
-};
+    /* read-mostly */
+    char *buf __attribute__((aligned(64))); /* ring of `size` slots (a
+                                               power of two) */
+    size_t size;
+    size_t elem;  /* message size in bytes */
+    size_t cap;   /* SIZE_MAX when unbounded */
+    size_t batch; /* free slots needed before waiting senders are woken */
+    uint32_t senders; /* handle count */
+    void *mem;        /* the allocation this struct sits in */
+} __attribute__((aligned(64)));
+
+#define CHAN_ALLOC (sizeof(struct weft_chan) + 64)
 
 #define CHAN_FIRST_SIZE 16
 
@@ -325,9 +337,13 @@ static int chan_create(weft_chan_tx **tx, weft_chan_rx **rx, size_t elem,
 {
     *tx = NULL;
     *rx = NULL;
-    struct weft_chan *c = weft__zalloc(sizeof *c);
-    if (!c)
+    char *mem = weft__alloc(CHAN_ALLOC);
+    if (!mem)
         return -ENOMEM;
+    struct weft_chan *c =
+        (struct weft_chan *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+    memset(c, 0, sizeof *c);
+    c->mem = mem;
     c->senders = c->receivers = 1;
     c->elem = elem;
     c->cap = cap;
@@ -360,7 +376,7 @@ static void chan_free(struct weft_chan *c)
                "channel freed with operations waiting on it");
     if (c->buf)
         weft__free(c->buf, ring_bytes(c, c->size));
-    weft__free(c, sizeof *c);
+    weft__free(c->mem, CHAN_ALLOC);
 }
 
 weft_chan_tx *weft_chan_tx_clone(weft_chan_tx *tx)
@@ -444,30 +460,61 @@ int weft_chan_try_send(weft_chan_tx *tx, const void *msg)
     return rc;
 }
 
+/* The worker whose coroutine task may take the fast path of a channel
+ * call, or NULL: sync_fast_worker's test, reading the thread-local
+ * directly. That is safe here because the calling functions read nothing
+ * after they suspend: waiting happens in the out-of-line *_wait functions,
+ * which go through weft__worker_current() like everything else. */
+static inline struct weft_worker *chan_fast_worker(void)
+{
+    struct weft_worker *w = weft__tls_worker;
+    if (weft_likely(
+            w && w->host.running && w->cx.budget > 0 &&
+            !(atomic_load_explicit(&w->current->state, memory_order_relaxed) &
+              TASK_CANCELLED)))
+        return w;
+    return NULL;
+}
+
+/* The send must wait (called with the lock held): queue a future on this
+ * coroutine's stack and suspend. */
+static __attribute__((noinline)) int send_wait(struct weft_chan *c,
+                                               const void *msg,
+                                               struct weft_worker *w)
+{
+    struct sync_op op;
+    sync_op_init(&op, &send_ops, NULL, c, (void *)msg, 0);
+    waiter_enqueue(&c->sendq, &op.w, &w->cx);
+    sync_unlock(&c->lock);
+    return sync_await_queued(&op, NULL);
+}
+
+static __attribute__((noinline)) int send_slow(struct weft_chan *c,
+                                               const void *msg)
+{
+    struct sync_op op;
+    sync_op_init(&op, &send_ops, NULL, c, (void *)msg, 0);
+    return weft__sync_run(&op.base, NULL);
+}
+
 int weft_chan_send(weft_chan_tx *tx, const void *msg)
 {
     struct weft_chan *c = chan_of_tx(tx);
-    struct weft_worker *w = sync_fast_worker();
-    struct sync_op op;
-    if (weft_likely(w != NULL)) {
-        /* send_poll's first poll, without building the future unless it
-         * has to wait. */
-        struct wake_list wl = {NULL};
-        sync_lock(&c->lock);
-        int rc = send_locked(c, msg, false, &wl);
-        if (weft_likely(rc != -EAGAIN)) {
-            sync_unlock(&c->lock);
-            wake_list_run(&wl);
-            budget_use(&w->cx);
-            return rc;
-        }
-        sync_op_init(&op, &send_ops, NULL, c, (void *)msg, 0);
-        waiter_enqueue(&c->sendq, &op.w, &w->cx);
-        sync_unlock(&c->lock);
-        return sync_await_queued(&op, NULL);
-    }
-    sync_op_init(&op, &send_ops, NULL, c, (void *)msg, 0);
-    return weft__sync_run(&op.base, NULL);
+    struct weft_worker *w = chan_fast_worker();
+    if (weft_unlikely(w == NULL))
+        return send_slow(c, msg);
+    /* send_poll's first poll, without building the future unless it has
+     * to wait. */
+    struct wake_list wl = {NULL};
+    sync_lock(&c->lock);
+    int rc = send_locked(c, msg, false, &wl);
+    if (weft_unlikely(rc == -EAGAIN))
+        return send_wait(c, msg, w);
+    sync_unlock(&c->lock);
+    if (wl.head)
+        wake_list_run(&wl);
+    budget_use(&w->cx);
+    return rc;
 }
 
 int weft_chan_send_blocking(weft_chan_tx *tx, const void *msg)
@@ -510,29 +557,40 @@ int weft_chan_try_recv(weft_chan_rx *rx, void *out)
     return rc;
 }
 
+static __attribute__((noinline)) int recv_wait(struct weft_chan *c, void *out,
+                                               struct weft_worker *w)
+{
+    struct sync_op op;
+    sync_op_init(&op, &recv_ops, NULL, c, out, 0);
+    waiter_enqueue(&c->recvq, &op.w, &w->cx);
+    sync_unlock(&c->lock);
+    return sync_await_queued(&op, NULL);
+}
+
+static __attribute__((noinline)) int recv_slow(struct weft_chan *c, void *out)
+{
+    struct sync_op op;
+    sync_op_init(&op, &recv_ops, NULL, c, out, 0);
+    return weft__sync_run(&op.base, NULL);
+}
+
 int weft_chan_recv(weft_chan_rx *rx, void *out)
 {
     struct weft_chan *c = chan_of_rx(rx);
-    struct weft_worker *w = sync_fast_worker();
-    struct sync_op op;
-    if (weft_likely(w != NULL)) {
-        /* recv_poll's first poll, inline (see weft_chan_send). */
-        struct wake_list wl = {NULL};
-        sync_lock(&c->lock);
-        int rc = recv_locked(c, out, &wl);
-        if (weft_likely(rc != -EAGAIN)) {
-            sync_unlock(&c->lock);
-            wake_list_run(&wl);
-            budget_use(&w->cx);
-            return rc;
-        }
-        sync_op_init(&op, &recv_ops, NULL, c, out, 0);
-        waiter_enqueue(&c->recvq, &op.w, &w->cx);
-        sync_unlock(&c->lock);
-        return sync_await_queued(&op, NULL);
-    }
-    sync_op_init(&op, &recv_ops, NULL, c, out, 0);
-    return weft__sync_run(&op.base, NULL);
+    struct weft_worker *w = chan_fast_worker();
+    if (weft_unlikely(w == NULL))
+        return recv_slow(c, out);
+    /* recv_poll's first poll, inline (see weft_chan_send). */
+    struct wake_list wl = {NULL};
+    sync_lock(&c->lock);
+    int rc = recv_locked(c, out, &wl);
+    if (weft_unlikely(rc == -EAGAIN))
+        return recv_wait(c, out, w);
+    sync_unlock(&c->lock);
+    if (wl.head)
+        wake_list_run(&wl);
+    budget_use(&w->cx);
+    return rc;
 }
 
 int weft_chan_recv_blocking(weft_chan_rx *rx, void *out)
