@@ -8,6 +8,16 @@
  * spawns and wakes on the remote queue under a mutex and unpark the owner;
  * the owner moves them to the local queue every WEFT_REMOTE_INTERVAL polls
  * and whenever it runs dry.
+ *
+ * The local queue is two FIFOs taken in turn: woken tasks (`hot`) and new
+ * or yielding ones (`cold`). A task woken by a timer or a message usually
+ * finishes or parks again quickly and gives back its stack and memory,
+ * which the next new task then reuses while it is still in the cache; one
+ * FIFO would start every queued spawn first, each on fresh memory (W5: a
+ * million queued coroutines, each woken only after all the others had
+ * started on fresh stacks). Taking the two in turn keeps both moving: no
+ * stream of wakes can starve the spawns, and a yield still goes behind
+ * every task that was already waiting to start.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -23,7 +33,11 @@
 struct ct_sched {
     struct weft_sched base;
     struct weft_worker worker;
-    struct fifo local;
+    /* Two run queues: `hot` holds tasks woken by an event, `cold` new
+     * spawns and tasks that yielded. The loop alternates between them when
+     * both hold work (see run_once). */
+    struct fifo hot, cold;
+    bool cold_turn;
     struct weft_task *owned;                /* doubly linked, owner only */
     _Atomic size_t owned_count;             /* read by metrics */
     _Atomic uint64_t polls, parks, idle_ns; /* owner writes, metrics read */
@@ -105,7 +119,7 @@ static void drain_remote(struct ct_sched *s)
     for (struct weft_task *t = got.head; t; t = t->next)
         if (!t->owned && !(atomic_load(&t->state) & TASK_COMPLETE))
             owned_link(s, t);
-    fifo_append(&s->local, &got);
+    fifo_append(&s->hot, &got);
 }
 
 static int ct_spawn(struct weft_sched *base, struct weft_task *t)
@@ -115,7 +129,7 @@ static int ct_spawn(struct weft_sched *base, struct weft_task *t)
         if (s->closed)
             return -ESHUTDOWN;
         owned_link(s, t);
-        fifo_push(&s->local, t);
+        fifo_push(&s->cold, t);
         return 0;
     }
     return push_remote(s, t, true) ? 0 : -ESHUTDOWN;
@@ -125,7 +139,7 @@ static void ct_schedule(struct weft_sched *base, struct weft_task *t)
 {
     struct ct_sched *s = ct_of(base);
     if (on_owner(s))
-        fifo_push(&s->local, t);
+        fifo_push(&s->hot, t);
     else
         push_remote(s, t, false);
 }
@@ -153,10 +167,17 @@ static inline __attribute__((always_inline)) void run_once(struct ct_sched *s, u
         *tick = WEFT_REMOTE_INTERVAL;
         weft__driver_maintain(s->driver, &s->worker);
         drain_remote(s);
-    } else if (!s->local.head) {
+    } else if (!s->hot.head && !s->cold.head) {
         drain_remote(s);
     }
-    struct weft_task *t = fifo_pop(&s->local);
+    struct weft_task *t;
+    if (s->cold.head && (s->cold_turn || !s->hot.head)) {
+        t = fifo_pop(&s->cold);
+        s->cold_turn = false;
+    } else {
+        t = fifo_pop(&s->hot);
+        s->cold_turn = true;
+    }
     if (!t) {
         uint64_t t0 = now_ns();
         weft__driver_park(s->driver, &s->worker, -1, true);
@@ -166,7 +187,7 @@ static inline __attribute__((always_inline)) void run_once(struct ct_sched *s, u
     }
     stat_add(&s->polls, 1);
     if (weft__worker_poll(&s->worker, t))
-        fifo_push(&s->local, t);
+        fifo_push(&s->cold, t); /* it yielded */
 }
 
 static int enter(struct ct_sched *s)
@@ -222,7 +243,7 @@ static int ct_shutdown(struct weft_sched *base, int64_t timeout_ms)
     for (struct weft_task *t = s->owned; t; t = t->owned_next)
         weft__task_cancel(t);
     unsigned tick = WEFT_REMOTE_INTERVAL;
-    while (s->owned || s->local.head ||
+    while (s->owned || s->hot.head || s->cold.head ||
            atomic_load_explicit(&s->remote_pending, memory_order_acquire))
         run_once(s, &tick);
     leave(s);
