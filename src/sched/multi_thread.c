@@ -320,13 +320,13 @@ static void schedule_local(struct mt_worker *w, struct weft_task *t,
 static int mt_spawn(struct weft_sched *base, struct weft_task *t)
 {
     struct mt_sched *s = mt_of(base);
-    struct owned_shard *sh = &s->shards[t->id % OWNED_SHARDS];
+    struct owned_shard *sh = &s->shards[weft__task_hash(t) % OWNED_SHARDS];
     pthread_mutex_lock(&sh->lock);
     if (atomic_load_explicit(&s->closed, memory_order_relaxed)) {
         pthread_mutex_unlock(&sh->lock);
         return -ESHUTDOWN;
     }
-    t->owned = 1;
+    weft__task_set_owned(t, true);
     t->owned_prev = NULL;
     t->owned_next = sh->head;
     if (sh->head)
@@ -360,7 +360,7 @@ static void mt_schedule(struct weft_sched *base, struct weft_task *t)
 static void mt_release(struct weft_sched *base, struct weft_task *t)
 {
     struct mt_sched *s = mt_of(base);
-    struct owned_shard *sh = &s->shards[t->id % OWNED_SHARDS];
+    struct owned_shard *sh = &s->shards[weft__task_hash(t) % OWNED_SHARDS];
     pthread_mutex_lock(&sh->lock);
     if (t->owned_prev)
         t->owned_prev->owned_next = t->owned_next;
@@ -368,7 +368,7 @@ static void mt_release(struct weft_sched *base, struct weft_task *t)
         sh->head = t->owned_next;
     if (t->owned_next)
         t->owned_next->owned_prev = t->owned_prev;
-    t->owned = 0;
+    weft__task_set_owned(t, false);
     pthread_mutex_unlock(&sh->lock);
     size_t left = atomic_fetch_sub(&s->live, 1) - 1;
     if (left == 0 && atomic_load(&s->closed))
