@@ -209,15 +209,21 @@ int weft__await_pending(weft_future *f, void **value)
 
 int weft_yield(void)
 {
-    struct coro_task *ct = current_coro(weft__worker_current());
-    if (!ct)
+    struct weft_worker *w = weft__worker_current();
+    if (!w || !w->current)
         return -EPERM;
+    /* Only this thread writes the word while the task runs: load it once. */
+    uintptr_t word = weft__task_word(w->current);
+    if ((word & TASK_W_KIND) != TASK_KIND_CORO)
+        return -EPERM;
+    struct coro_task *ct = (struct coro_task *)w->current;
     if (cancelled(ct))
         return -ECANCELED;
     struct coro_frame *fr = ct->frame;
     if (fr->scope && weft__scope_expired(fr->scope))
         return -ETIMEDOUT;
-    weft__task_set_bits(&ct->task, TASK_W_YIELDED, true);
+    atomic_store_explicit(&ct->task.sched_word, word | TASK_W_YIELDED,
+                          memory_order_relaxed);
     weft__coro_suspend_inline(&fr->coro);
     if (cancelled(ct))
         return -ECANCELED;
