@@ -36,6 +36,14 @@ static void *spawn_join_body(void *arg)
     ASSERT_OK(weft_spawn(NULL, &t, add_one, (void *)9));
     ASSERT(t != NULL);
     ASSERT(weft_task_id(t) != 0);
+    /* Assigned at the first call, then stable, and never shared. */
+    ASSERT_EQ(weft_task_id(t), weft_task_id(t));
+    weft_task *t2;
+    ASSERT_OK(weft_spawn(NULL, &t2, add_one, (void *)1));
+    ASSERT(weft_task_id(t2) != 0);
+    ASSERT(weft_task_id(t2) != weft_task_id(t));
+    ASSERT_OK(weft_join(t2, NULL));
+    weft_task_free(t2);
     void *v = NULL;
     ASSERT_EQ(weft_join(t, &v), 0);
     ASSERT_EQ((uintptr_t)v, 10);

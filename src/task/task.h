@@ -42,7 +42,7 @@
  *                            queue entry, else it is dropped
  *   yield                 no change: the task stays RUNNING and goes to the
  *                            back of a run queue; the next pop skips
- *                            to_running (t->yielded says so). A yield costs
+ *                            to_running (TASK_W_YIELDED says so). A yield costs
  *                            no atomic operation. A coroutine's weft_yield,
  *                            and any waker of a task woken on the very
  *                            thread that is polling it, take this path.
