@@ -101,9 +101,10 @@ weft__worker_poll(struct weft_worker *w, struct weft_task *t)
     w->cx.waker = weft__task_waker(t);
     w->cx.task = t;
     w->cx.budget = WEFT_COOP_BUDGET;
-    weft_poll r = kind == TASK_KIND_CORO
-                      ? weft__coro_task_poll(t, &w->host)
-                      : weft__task_vtables[kind]->poll(t, &w->cx);
+    /* Both kinds a worker polls are called directly (blocking jobs never
+     * reach a worker). */
+    weft_poll r = kind == TASK_KIND_CORO ? weft__coro_task_poll(t, &w->host)
+                                         : weft__ftask_poll(t, &w->cx);
     w->current = NULL;
     word = weft__task_word(t);
     if (r == WEFT_READY) {

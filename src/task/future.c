@@ -191,7 +191,7 @@ static weft_future *future_of(struct weft_task *t)
     return (weft_future *)((char *)t + PREFIX);
 }
 
-static weft_poll ftask_poll(struct weft_task *t, weft_cx *cx)
+weft_poll weft__ftask_poll(struct weft_task *t, weft_cx *cx)
 {
     weft_future *f = future_of(t);
     if (weft_future_poll(f, cx) == WEFT_PENDING)
@@ -223,7 +223,7 @@ static const weft_site *ftask_site(const struct weft_task *t)
 }
 
 const struct weft_task_vtable weft__future_vtable = {
-    .poll = ftask_poll,
+    .poll = weft__ftask_poll,
     .abandon = ftask_abandon,
     .dealloc = ftask_dealloc,
     .err_slot = ftask_err_slot,

@@ -288,6 +288,9 @@ int weft__await_pending(weft_future *f, void **value);
 
 /* ---- futures (future.c) ---- */
 
+/* A future task's poll (its vtable's), called by the workers directly. */
+weft_poll weft__ftask_poll(struct weft_task *t, weft_cx *cx);
+
 /* weft_future.flags */
 enum {
     FUT_HEAP = 1u << 0,    /* allocated by weft_future_new: free it */
