@@ -56,7 +56,7 @@ extern "C" {
 #endif
 
 /* Storage for one operation future in caller-owned memory (the *_init
- * functions), 96 bytes. Its first member is the future; the rest is weft's.
+ * functions), 88 bytes. Its first member is the future; the rest is weft's.
  * Keep it where it is (no memcpy) from initialisation until the operation
  * has finished or been freed. One weft_sync_op holds one operation at a
  * time. An operation that returned WEFT_READY holds nothing: initialise the
@@ -65,7 +65,7 @@ extern "C" {
  * freed with weft_future_free(), which cancels it and frees nothing. */
 typedef struct weft_sync_op {
     weft_future base;
-    void *opaque_[8];
+    void *opaque_[7];
 } weft_sync_op;
 
 /* ======================================================================== */
