@@ -1027,8 +1027,8 @@ static const weft_future_ops os_poll_ops = {
 
 static weft_task *os_poll_spawn(weft_oneshot_rx *rx, atomic_int *polls)
 {
-    struct os_poll_future *p = (struct os_poll_future *)weft_future_new(
-        sizeof *p, &os_poll_ops);
+    struct os_poll_future *p =
+        (struct os_poll_future *)weft_future_new(sizeof *p, &os_poll_ops);
     ASSERT(p != NULL);
     p->rx = rx;
     p->polls = polls;
@@ -1145,8 +1145,8 @@ static void *oneshot_poll_busy_body(void *arg)
     ASSERT_OK(weft_spawn(NULL, &t, os_receiver, &c));
     yield_until(&c.started);
     settle();
-    struct os_poll_future *p = (struct os_poll_future *)weft_future_new(
-        sizeof *p, &os_busy_ops);
+    struct os_poll_future *p =
+        (struct os_poll_future *)weft_future_new(sizeof *p, &os_busy_ops);
     ASSERT(p != NULL);
     p->rx = c.rx;
     ASSERT_EQ(weft_await(&p->base, NULL), -EBUSY);

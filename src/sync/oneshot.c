@@ -37,8 +37,8 @@ struct weft_oneshot {
     struct sync_lock lock;
     uint32_t word; /* elem << OS_FLAGS | flags */
     union {
-        struct waiter *waiter; /* OS_WAITING */
-        weft_waker waker;      /* OS_WAKER */
+        struct waiter *waiter;                   /* OS_WAITING */
+        weft_waker waker;                        /* OS_WAKER */
         unsigned char value[sizeof(weft_waker)]; /* OS_VALUE; the message may
                                                     run past this (only ever
                                                     memcpy'd) */

@@ -80,9 +80,9 @@ struct waiter {
                                    nodes until they are woken */
     weft_waker waker;           /* borrowed; see above */
     _Atomic uint32_t state;
-    int32_t result; /* written by the completer before DONE */
-    union {         /* per primitive, one or the other (no operation needs
-                       both; a word saved in every weft_sync_op): */
+    int32_t result;   /* written by the completer before DONE */
+    union {           /* per primitive, one or the other (no operation needs
+                         both; a word saved in every weft_sync_op): */
         uint64_t arg; /* permits, reader/writer, ... */
         void *ptr;    /* where a message goes */
     };

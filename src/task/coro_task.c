@@ -18,7 +18,6 @@
 
 #define FRAME_SIZE ((sizeof(struct coro_frame) + 63) & ~(size_t)63)
 
-
 bool weft__task_is_coro(const struct weft_task *t)
 {
     return weft__task_kind(t) == TASK_KIND_CORO;
@@ -39,8 +38,7 @@ static void coro_entry(void *arg)
 /* Takes a stack and sets up the frame at its top. NULL if none. */
 static struct coro_frame *frame_new(weft_runtime *rt, struct coro_task *ct)
 {
-    weft_stack *st =
-        weft__stack_get(rt->stacks, (size_t)ct->stack_kib * 1024);
+    weft_stack *st = weft__stack_get(rt->stacks, (size_t)ct->stack_kib * 1024);
     if (!st)
         return NULL;
     struct coro_frame *fr =
@@ -283,7 +281,8 @@ void weft__coro_describe(const weft_coro *c, char *buf, size_t len)
     if (id)
         at = put_u64(buf, len, at, id);
     else
-        at = put_str(buf, len, at, "at 0x"), at = put_hex(buf, len, at, (uintptr_t)t);
+        at = put_str(buf, len, at, "at 0x"),
+        at = put_hex(buf, len, at, (uintptr_t)t);
     at = put_str(buf, len, at, " (");
     const char *name = weft__task_name(t, true);
     const weft_site *site = weft__task_site(t);

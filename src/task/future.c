@@ -197,7 +197,7 @@ weft_poll weft__ftask_poll(struct weft_task *t, weft_cx *cx)
     if (weft_future_poll(f, cx) == WEFT_PENDING)
         return WEFT_PENDING;
     t->value = f->value; /* the error stays in f->err (ftask_err_slot) */
-    future_drop(f); /* release resources now, memory with the task */
+    future_drop(f);      /* release resources now, memory with the task */
     return WEFT_READY;
 }
 
