@@ -14,8 +14,11 @@
  *   KIND ct / mt*          coroutine tasks parked in weft_oneshot_recv (the
  *                          receive future lives on the coroutine's stack).
  *   KIND ct-future / mt*-future
- *                          stackless tasks: a future of our own holding the
- *                          receive future in a weft_sync_op.
+ *                          stackless tasks: a future of our own holding only
+ *                          the receiver, which it polls with
+ *                          weft_oneshot_poll_recv (the channel keeps the
+ *                          waker: no receive future, no weft_sync_op), as a
+ *                          tokio async block holds its oneshot::Receiver.
  *
  * Output keys as the tokio anchor: n rss_before_kb rss_parked_kb
  * bytes_per_task sum
@@ -55,39 +58,37 @@ static void *parked_coro(void *arg)
     return (void *)(uintptr_t)v;
 }
 
+/* The state of the stackless form: the receiver, and whether it started.
+ * The future's `value` is its own until it is READY, so it doubles as the
+ * "started" mark: the whole state is 8 bytes after the 32-byte future head
+ * (a tokio async block holds the same: the receiver and a state byte). */
 struct parked_future {
     weft_future base;
     weft_oneshot_rx *rx;
-    uint64_t v;
-    bool active;
-    weft_sync_op op;
 };
 
 static weft_poll parked_poll(weft_future *f, weft_cx *cx)
 {
     struct parked_future *p = (struct parked_future *)f;
-    if (!p->active) {
+    if (!p->base.value) {
         atomic_fetch_add_explicit(&started, 1, memory_order_relaxed);
-        weft_oneshot_recv_init(&p->op, p->rx, &p->v);
-        p->active = true;
+        p->base.value = p; /* started */
     }
-    if (weft_future_poll(&p->op.base, cx) == WEFT_PENDING)
+    uint64_t v = 0;
+    int rc = weft_oneshot_poll_recv(p->rx, cx, &v);
+    if (rc == -EAGAIN)
         return WEFT_PENDING;
-    int rc = p->op.base.err; /* finished: the op needs no free */
-    p->active = false;
     if (rc != 0)
         fail_rc("recv", rc);
     weft_oneshot_rx_free(p->rx);
-    return weft_future_set(f, (void *)(uintptr_t)p->v, 0);
+    p->rx = NULL;
+    return weft_future_set(f, (void *)(uintptr_t)v, 0);
 }
 
 static void parked_drop(weft_future *f)
 {
     struct parked_future *p = (struct parked_future *)f;
-    if (p->active) {
-        weft_future_free(&p->op.base);
-        weft_oneshot_rx_free(p->rx);
-    }
+    weft_oneshot_rx_free(p->rx); /* drops a waiting registration too */
 }
 
 static const weft_future_ops parked_ops = {

@@ -444,7 +444,11 @@ WEFT_API void weft_task_cancel(weft_task *t);
  * else 0. Any thread. */
 WEFT_API int weft_task_done(const weft_task *t);
 
-/* Returns the task's id: unique within the process, never 0. Any thread. */
+/* Returns the task's id: unique within the process, never 0 except as below.
+ * Ids are assigned at the first call (most tasks are never asked, and keep
+ * no id), so the first call for a task takes a short lock and records the
+ * id in a small side allocation; if that allocation fails, 0 is returned
+ * and a later call tries again. Any thread. */
 WEFT_API uint64_t weft_task_id(const weft_task *t);
 
 /* Returns the task's name, or NULL if it has none. The string lives as long as

@@ -73,7 +73,9 @@ bool weft__debug_enabled(void);
 
 /* All of weft's small objects (tasks, futures) come from here, so that the
  * allocation strategy lives in one place (src/util/mem.c). NULL on
- * exhaustion, or when a test has armed the allocation-failure injector. */
+ * exhaustion, or when a test has armed the allocation-failure injector.
+ * Alignment: 16 bytes if `size` is a multiple of 16, else 8 (enough for any
+ * object of that size). weft__free takes the size that was allocated. */
 void *weft__alloc(size_t size);
 void *weft__zalloc(size_t size);
 void weft__free(void *p, size_t size);

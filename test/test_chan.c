@@ -985,6 +985,186 @@ static void *os_one_send_thread(void *arg)
     return NULL;
 }
 
+/* weft_oneshot_poll_recv: stackless receivers with the waker kept in the
+ * channel, woken by sends from tasks and threads, by the sender's release,
+ * and dropped (with their registration) by cancellation. */
+struct os_big {
+    uint64_t w[5]; /* 40 bytes: larger than the channel's waker slot */
+};
+
+struct os_poll_future {
+    weft_future base;
+    weft_oneshot_rx *rx;
+    atomic_int *polls; /* counts polls that had to wait */
+};
+
+static weft_poll os_poll_poll(weft_future *f, weft_cx *cx)
+{
+    struct os_poll_future *p = (struct os_poll_future *)f;
+    struct os_big v = {{0}};
+    int rc = weft_oneshot_poll_recv(p->rx, cx, &v);
+    if (rc == -EAGAIN) {
+        atomic_fetch_add(p->polls, 1);
+        return WEFT_PENDING;
+    }
+    weft_oneshot_rx_free(p->rx);
+    p->rx = NULL;
+    uint64_t sum = v.w[0] + v.w[4];
+    return weft_future_set(f, (void *)(uintptr_t)sum, rc);
+}
+
+static void os_poll_drop(weft_future *f)
+{
+    struct os_poll_future *p = (struct os_poll_future *)f;
+    weft_oneshot_rx_free(p->rx);
+}
+
+static const weft_future_ops os_poll_ops = {
+    .poll = os_poll_poll,
+    .drop = os_poll_drop,
+    .name = "os-poll",
+};
+
+static weft_task *os_poll_spawn(weft_oneshot_rx *rx, atomic_int *polls)
+{
+    struct os_poll_future *p =
+        (struct os_poll_future *)weft_future_new(sizeof *p, &os_poll_ops);
+    ASSERT(p != NULL);
+    p->rx = rx;
+    p->polls = polls;
+    weft_task *t;
+    ASSERT_OK(weft_spawn_future(NULL, &t, &p->base, NULL));
+    return t;
+}
+
+static void *os_big_send_thread(void *arg)
+{
+    usleep(5000);
+    struct os_big v = {{3, 0, 0, 0, 4}};
+    ASSERT_OK(weft_oneshot_send(arg, &v));
+    return NULL;
+}
+
+#define OS_POLL_N 64
+
+static void *oneshot_poll_body(void *arg)
+{
+    (void)arg;
+    atomic_int polls = 0;
+    weft_oneshot_tx *tx[OS_POLL_N];
+    weft_task *h[OS_POLL_N];
+    for (int i = 0; i < OS_POLL_N; i++) {
+        weft_oneshot_rx *rx;
+        ASSERT_OK(weft_oneshot_new(&tx[i], &rx, sizeof(struct os_big)));
+        h[i] = os_poll_spawn(rx, &polls);
+    }
+    /* Every receiver waits (the channel holds its waker)... */
+    for (int spins = 0; atomic_load(&polls) < OS_POLL_N && spins < 10000;
+         spins++)
+        ASSERT_OK(weft_yield());
+    ASSERT_EQ(atomic_load(&polls), OS_POLL_N);
+    /* ...and is woken by a send here, from a thread, or by tx_free. */
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, os_big_send_thread, tx[1]), 0);
+    for (int i = 0; i < OS_POLL_N; i++) {
+        struct os_big v = {{(uint64_t)i, 0, 0, 0, 100}};
+        if (i == 1)
+            continue;
+        if (i % 4 == 3)
+            weft_oneshot_tx_free(tx[i]);
+        else
+            ASSERT_OK(weft_oneshot_send(tx[i], &v));
+    }
+    for (int i = 0; i < OS_POLL_N; i++) {
+        void *v = NULL;
+        int rc = weft_join(h[i], &v);
+        if (i == 1) {
+            ASSERT_OK(rc);
+            ASSERT_EQ((uintptr_t)v, 7);
+        } else if (i % 4 == 3) {
+            ASSERT_EQ(rc, -EPIPE);
+        } else {
+            ASSERT_OK(rc);
+            ASSERT_EQ((uintptr_t)v, (uintptr_t)i + 100);
+        }
+        weft_task_free(h[i]);
+    }
+    pthread_join(th, NULL);
+
+    /* Sent before the first poll: ready at once, no registration. */
+    weft_oneshot_tx *t1;
+    weft_oneshot_rx *r1;
+    ASSERT_OK(weft_oneshot_new(&t1, &r1, sizeof(struct os_big)));
+    struct os_big v1 = {{1, 0, 0, 0, 2}};
+    ASSERT_OK(weft_oneshot_send(t1, &v1));
+    atomic_int p1 = 0;
+    weft_task *k = os_poll_spawn(r1, &p1);
+    void *got = NULL;
+    ASSERT_OK(weft_join(k, &got));
+    ASSERT_EQ((uintptr_t)got, 3);
+    ASSERT_EQ(atomic_load(&p1), 0);
+    weft_task_free(k);
+
+    /* Cancelled while registered: the drop frees the receiver, which drops
+     * the waker the channel held; the sender then finds no receiver. */
+    ASSERT_OK(weft_oneshot_new(&t1, &r1, sizeof(struct os_big)));
+    atomic_int p2 = 0;
+    k = os_poll_spawn(r1, &p2);
+    for (int spins = 0; atomic_load(&p2) < 1 && spins < 10000; spins++)
+        ASSERT_OK(weft_yield());
+    ASSERT_EQ(atomic_load(&p2), 1);
+    weft_task_cancel(k);
+    ASSERT_EQ(weft_join(k, NULL), -ECANCELED);
+    weft_task_free(k);
+    ASSERT_EQ(weft_oneshot_send(t1, &v1), -EPIPE);
+    return NULL;
+}
+
+TEST(oneshot_poll_recv_stackless)
+{
+    run(oneshot_poll_body, NULL);
+}
+
+/* A receive future waiting on the handle makes poll_recv -EBUSY. */
+static weft_poll os_busy_poll(weft_future *f, weft_cx *cx)
+{
+    struct os_poll_future *p = (struct os_poll_future *)f;
+    uint64_t v;
+    return weft_future_set(f, NULL, weft_oneshot_poll_recv(p->rx, cx, &v));
+}
+
+static const weft_future_ops os_busy_ops = {.poll = os_busy_poll,
+                                            .name = "os-busy"};
+
+static void *oneshot_poll_busy_body(void *arg)
+{
+    (void)arg;
+    struct os_case c = {0};
+    ASSERT_OK(weft_oneshot_new(&c.tx, &c.rx, sizeof(uint64_t)));
+    weft_task *t;
+    ASSERT_OK(weft_spawn(NULL, &t, os_receiver, &c));
+    yield_until(&c.started);
+    settle();
+    struct os_poll_future *p =
+        (struct os_poll_future *)weft_future_new(sizeof *p, &os_busy_ops);
+    ASSERT(p != NULL);
+    p->rx = c.rx;
+    ASSERT_EQ(weft_await(&p->base, NULL), -EBUSY);
+    uint64_t x = 9;
+    ASSERT_OK(weft_oneshot_send(c.tx, &x));
+    ASSERT_OK(weft_join(t, NULL));
+    ASSERT_EQ(c.rc, 0);
+    ASSERT_EQ(c.v, 9);
+    weft_task_free(t);
+    weft_oneshot_rx_free(c.rx);
+    return NULL;
+}
+
+TEST(oneshot_poll_recv_busy)
+{
+    run(oneshot_poll_busy_body, NULL);
+}
+
 TEST(oneshot_between_threads)
 {
     weft_oneshot_tx *tx;

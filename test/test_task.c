@@ -36,6 +36,14 @@ static void *spawn_join_body(void *arg)
     ASSERT_OK(weft_spawn(NULL, &t, add_one, (void *)9));
     ASSERT(t != NULL);
     ASSERT(weft_task_id(t) != 0);
+    /* Assigned at the first call, then stable, and never shared. */
+    ASSERT_EQ(weft_task_id(t), weft_task_id(t));
+    weft_task *t2;
+    ASSERT_OK(weft_spawn(NULL, &t2, add_one, (void *)1));
+    ASSERT(weft_task_id(t2) != 0);
+    ASSERT(weft_task_id(t2) != weft_task_id(t));
+    ASSERT_OK(weft_join(t2, NULL));
+    weft_task_free(t2);
     void *v = NULL;
     ASSERT_EQ(weft_join(t, &v), 0);
     ASSERT_EQ((uintptr_t)v, 10);
@@ -439,6 +447,69 @@ static void *yield_future_body(void *arg)
 TEST(yield_and_ready_futures)
 {
     run(yield_future_body, NULL);
+}
+
+/* Heap futures are as aligned as their type needs: a future whose size is
+ * a multiple of 16 (which may hold a 16-aligned member) is 16-aligned, any
+ * other at least 8-aligned; both run as tasks with the right result. */
+struct aligned_future {
+    weft_future base;
+    _Alignas(16) unsigned char wide[16];
+    uint64_t x;
+};
+
+struct odd_future {
+    weft_future base;
+    uint64_t x; /* 40 bytes: 8-aligned is all it can need */
+};
+
+static weft_poll x_poll(weft_future *f, weft_cx *cx)
+{
+    (void)cx;
+    uint64_t x = f->ops->name[0] == 'a' ? ((struct aligned_future *)f)->x
+                                        : ((struct odd_future *)f)->x;
+    return weft_future_set(f, (void *)(uintptr_t)(x + 1), 0);
+}
+
+static const weft_future_ops aligned_ops = {.poll = x_poll, .name = "a"};
+static const weft_future_ops odd_ops = {.poll = x_poll, .name = "o"};
+
+static void *future_alignment_body(void *arg)
+{
+    (void)arg;
+    _Static_assert(sizeof(struct aligned_future) % 16 == 0, "test shape");
+    _Static_assert(sizeof(struct odd_future) % 16 != 0, "test shape");
+    for (int i = 0; i < 100; i++) {
+        struct aligned_future *a =
+            (struct aligned_future *)weft_future_new(sizeof *a, &aligned_ops);
+        struct odd_future *o =
+            (struct odd_future *)weft_future_new(sizeof *o, &odd_ops);
+        ASSERT(a && o);
+        ASSERT_EQ((uintptr_t)a % 16, 0);
+        ASSERT_EQ((uintptr_t)a->wide % 16, 0);
+        ASSERT_EQ((uintptr_t)o % 8, 0);
+        a->x = (uint64_t)i;
+        o->x = (uint64_t)i * 2;
+        weft_task *ta, *to;
+        ASSERT_OK(weft_spawn_future(NULL, &ta, &a->base, NULL));
+        ASSERT_OK(weft_spawn_future(NULL, &to, &o->base, NULL));
+        void *va, *vo;
+        ASSERT_OK(weft_join(ta, &va));
+        ASSERT_OK(weft_join(to, &vo));
+        ASSERT_EQ((uintptr_t)va, (uintptr_t)i + 1);
+        ASSERT_EQ((uintptr_t)vo, (uintptr_t)i * 2 + 1);
+        /* The spawn site of a future task is where the future was made. */
+        ASSERT_STR_CONTAINS(weft_task_site(ta)->file, "test_task.c");
+        ASSERT(weft_task_site(ta)->line < weft_task_site(to)->line);
+        weft_task_free(ta);
+        weft_task_free(to);
+    }
+    return NULL;
+}
+
+TEST(heap_futures_are_aligned_for_their_type)
+{
+    run(future_alignment_body, NULL);
 }
 
 /* ---- the cooperative budget ---- */

@@ -56,7 +56,7 @@ extern "C" {
 #endif
 
 /* Storage for one operation future in caller-owned memory (the *_init
- * functions), 96 bytes. Its first member is the future; the rest is weft's.
+ * functions), 88 bytes. Its first member is the future; the rest is weft's.
  * Keep it where it is (no memcpy) from initialisation until the operation
  * has finished or been freed. One weft_sync_op holds one operation at a
  * time. An operation that returned WEFT_READY holds nothing: initialise the
@@ -65,7 +65,7 @@ extern "C" {
  * freed with weft_future_free(), which cancels it and frees nothing. */
 typedef struct weft_sync_op {
     weft_future base;
-    void *opaque_[8];
+    void *opaque_[7];
 } weft_sync_op;
 
 /* ======================================================================== */
@@ -220,9 +220,10 @@ typedef struct weft_oneshot_tx weft_oneshot_tx;
 typedef struct weft_oneshot_rx weft_oneshot_rx;
 
 /* Creates a oneshot channel for one message of elem_size bytes (one
- * allocation of 16 bytes plus the message).
+ * allocation of 8 bytes plus the message, or plus 16 bytes for a message of
+ * 16 bytes or less: 24 bytes for a pointer or a u64).
  * Returns 0 and stores the handles, or
- *   -EINVAL  elem_size is over 256 MiB,
+ *   -EINVAL  elem_size is over 64 MiB,
  *   -ENOMEM  memory is exhausted.
  * Any thread. */
 WEFT_API int weft_oneshot_new(weft_oneshot_tx **tx, weft_oneshot_rx **rx,
@@ -271,6 +272,26 @@ WEFT_API weft_future *weft_oneshot_recv_init_at(weft_sync_op *op,
                                                 const weft_site *site);
 #define weft_oneshot_recv_init(op, rx, out)                                    \
     weft_oneshot_recv_init_at((op), (rx), (out), WEFT_HERE)
+
+/* Receives from a future's poll function, with no operation future: the
+ * lightest way for a stackless task to wait for a reply (tokio's
+ * `Receiver::poll`). While it must wait, the channel itself keeps a clone of
+ * the waker of `cx` (no waiter node, no weft_sync_op): a stackless future
+ * that waits on a oneshot needs only the receiver handle in its state.
+ * Returns
+ *   0        the message is in *out,
+ *   -EAGAIN  not yet: the waker of `cx` will be woken when the message is
+ *            sent or the sender is freed (return WEFT_PENDING and poll
+ *            again then), or when the task's cooperative budget is spent,
+ *   -EPIPE   the sender was freed without sending, or the message was
+ *            received already,
+ *   -EBUSY   a receive future of this handle is waiting.
+ * Polling again from another task moves the registration to it. Releasing
+ * the receiver (weft_oneshot_rx_free()) drops a registration that is still
+ * there, so a future that gives up needs no other cleanup. Only from poll
+ * functions (it needs `cx`); the receiver is used by one task at a time. */
+WEFT_API int weft_oneshot_poll_recv(weft_oneshot_rx *rx, weft_cx *cx,
+                                    void *out);
 
 /* Releases the receiver. A message sent and not received is discarded; a
  * later send returns -EPIPE. No receive future of it may remain. NULL is

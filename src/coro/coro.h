@@ -81,18 +81,22 @@ typedef enum weft_stack_guard {
 /* The value of the canary word at lo of an unguarded stack. */
 #define WEFT_STACK_CANARY 0x7765667453544b21ull /* "weftSTK!" */
 
+/* 48 bytes: one per pooled stack, so a hundred thousand parked coroutines
+ * pay for a hundred thousand of these besides their stack pages. */
 typedef struct weft_stack {
-    char *lo;         /* lowest usable byte; the guard region lies just below */
-    size_t size;      /* usable bytes; lo + size is the (aligned) top */
-    uint32_t guarded; /* 1 if a guard region protects lo from below, 0 if
-                         only the canary word at lo does */
-    uint32_t guard_size;     /* bytes of the region just below lo that is
-                                guarded (or, unguarded, left as a gap) */
+    char *lo;                /* lowest usable byte; the guard region lies
+                                just below */
     struct weft_stack *next; /* free-list links, owned by the pool */
     struct weft_stack *prev;
     void *chunk;             /* the region this stack was carved from */
+    uint32_t size;           /* usable bytes (at most 1 GiB); lo + size is
+                                the (aligned) top */
+    uint32_t guard_size;     /* bytes of the region just below lo that is
+                                guarded (or, unguarded, left as a gap) */
     unsigned vg_id;          /* valgrind stack id */
-    uint32_t used;           /* handed out before (ASan must unpoison it) */
+    uint8_t guarded;         /* 1 if a guard region protects lo from below,
+                                0 if only the canary word at lo does */
+    uint8_t used;            /* handed out before (ASan must unpoison it) */
 } weft_stack;
 
 typedef struct weft_stack_pool weft_stack_pool;

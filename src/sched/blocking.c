@@ -26,6 +26,7 @@ struct blocking_task {
     struct weft_task task;
     weft_task_fn fn;
     void *arg;
+    int err; /* the result's error, once complete */
 };
 
 struct weft_blocking_pool {
@@ -58,10 +59,23 @@ static void btask_dealloc(struct weft_task *t)
     weft__free(t, sizeof(struct blocking_task));
 }
 
-static const struct weft_task_vtable btask_vtable = {
+static int *btask_err_slot(struct weft_task *t)
+{
+    return &((struct blocking_task *)t)->err;
+}
+
+static const weft_site *btask_site(const struct weft_task *t)
+{
+    (void)t;
+    return NULL;
+}
+
+const struct weft_task_vtable weft__blocking_vtable = {
     .poll = btask_poll,
     .abandon = NULL,
     .dealloc = btask_dealloc,
+    .err_slot = btask_err_slot,
+    .site = btask_site,
 };
 
 static void deadline_after(struct timespec *ts, int64_t ms)
@@ -222,13 +236,14 @@ int weft_spawn_blocking(weft_runtime *rt, weft_task **out, weft_task_fn fn,
     if (!bt)
         return -ENOMEM;
     struct weft_task *t = &bt->task;
-    weft__task_init(t, &btask_vtable, NULL, out != NULL);
+    weft__task_init(t, TASK_KIND_BLOCKING, out != NULL);
     /* RUNNING from the start: the pool owns it; no worker queues it. The
      * two references of weft__task_complete (owned + poll) are the pool's
      * one, counted twice, plus the handle's. */
     uint64_t bits = TASK_RUNNING | (out ? TASK_JOIN_INTEREST : 0);
     atomic_store(&t->state, bits | (out ? 3 : 2) * TASK_REF_ONE);
     bt->fn = fn;
+    bt->err = 0;
     bt->arg = arg;
     int rc = submit(rt->blocking, t);
     if (rc < 0) {

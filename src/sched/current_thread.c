@@ -65,7 +65,7 @@ static bool on_owner(struct ct_sched *s)
 
 static void owned_link(struct ct_sched *s, struct weft_task *t)
 {
-    t->owned = 1;
+    weft__task_set_owned(t, true);
     t->owned_prev = NULL;
     t->owned_next = s->owned;
     if (s->owned)
@@ -83,7 +83,7 @@ static void ct_release(struct weft_sched *base, struct weft_task *t)
         s->owned = t->owned_next;
     if (t->owned_next)
         t->owned_next->owned_prev = t->owned_prev;
-    t->owned = 0;
+    weft__task_set_owned(t, false);
     atomic_fetch_sub_explicit(&s->owned_count, 1, memory_order_relaxed);
 }
 
@@ -117,7 +117,7 @@ static void drain_remote(struct ct_sched *s)
     pthread_mutex_unlock(&s->lock);
     /* Spawns that came from outside join the owned list here. */
     for (struct weft_task *t = got.head; t; t = t->next)
-        if (!t->owned && !(atomic_load(&t->state) & TASK_COMPLETE))
+        if (!weft__task_owned(t) && !(atomic_load(&t->state) & TASK_COMPLETE))
             owned_link(s, t);
     fifo_append(&s->hot, &got);
 }
@@ -286,7 +286,7 @@ static const struct weft_sched_ops ct_ops = {
 
 int weft__current_thread_new(weft_runtime *rt, struct weft_sched **out)
 {
-    struct ct_sched *s = calloc(1, sizeof *s);
+    struct ct_sched *s = weft__sched_alloc(sizeof *s);
     if (!s)
         return -ENOMEM;
     s->base.ops = &ct_ops;

@@ -51,7 +51,7 @@
 #ifndef WEFT_RELEASE_BATCH
 #define WEFT_RELEASE_BATCH 64
 #endif
-/* Shards are numbered 1..MAX_SHARDS in the task's `owned` byte. */
+/* Shards are numbered 1..MAX_SHARDS in the task's sched word (TASK_W_OWNED). */
 #define MAX_SHARDS 255
 
 /* Counters a worker keeps; written by that worker only (relaxed atomics so
@@ -377,7 +377,7 @@ static void shard_unlink(struct owned_shard *sh, struct weft_task *t)
         sh->head = t->owned_next;
     if (t->owned_next)
         t->owned_next->owned_prev = t->owned_prev;
-    t->owned = 0;
+    weft__task_set_owned_no(t, 0);
 }
 
 /* Spawned minus finished, summed over the workers. Read after the shards
@@ -407,7 +407,7 @@ static __attribute__((noinline)) void release_flush(struct mt_worker *w)
     struct owned_shard *locked = NULL;
     for (uint32_t i = 0; i < n; i++) {
         struct weft_task *t = w->rel[i];
-        struct owned_shard *sh = &s->shards[t->owned - 1];
+        struct owned_shard *sh = &s->shards[weft__task_owned_no(t) - 1];
         if (sh != locked) {
             if (locked)
                 sync_unlock(&locked->lock);
@@ -432,7 +432,7 @@ static int mt_spawn(struct weft_sched *base, struct weft_task *t)
         sync_unlock(&sh->lock);
         return -ESHUTDOWN;
     }
-    t->owned = (uint8_t)(sh - s->shards + 1);
+    weft__task_set_owned_no(t, (unsigned)(sh - s->shards + 1));
     shard_link(sh, t);
     /* Counted under the shard lock, so that shutdown, which closes every
      * shard under its lock, sees every spawn it let in. */
@@ -465,7 +465,7 @@ static void mt_release(struct weft_sched *base, struct weft_task *t)
 {
     struct mt_sched *s = mt_of(base);
     struct mt_worker *w = local_worker(s);
-    struct owned_shard *sh = &s->shards[t->owned - 1];
+    struct owned_shard *sh = &s->shards[weft__task_owned_no(t) - 1];
     if (w && sh == w->shard) {
         sync_lock(&sh->lock);
         shard_unlink(sh, t);
@@ -872,7 +872,7 @@ int weft__multi_thread_new(weft_runtime *rt, int nworkers,
         nworkers = default_workers();
     if (nworkers > 4096)
         return -EINVAL;
-    struct mt_sched *s = calloc(1, sizeof *s);
+    struct mt_sched *s = weft__sched_alloc(sizeof *s);
     if (!s)
         return -ENOMEM;
     s->workers = aligned_alloc(64, sizeof *s->workers * (size_t)nworkers);

@@ -7,6 +7,9 @@
 #ifndef WEFT_SCHED_H
 #define WEFT_SCHED_H
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "internal.h"
 #include "coro/coro.h"
 #include "task/coro_task.h"
@@ -44,6 +47,19 @@ struct weft_sched {
     weft_runtime *rt;
 };
 
+/* Allocates a zeroed scheduler (a struct that starts with weft_sched),
+ * aligned to WEFT_SCHED_ALIGN: a task keeps its kind, its owned-list
+ * number and the yield bit in the low bits of its scheduler pointer.
+ * Freed with free(). */
+static inline void *weft__sched_alloc(size_t size)
+{
+    size_t n = (size + WEFT_SCHED_ALIGN - 1) & ~(size_t)(WEFT_SCHED_ALIGN - 1);
+    void *p = aligned_alloc(WEFT_SCHED_ALIGN, n);
+    if (p)
+        memset(p, 0, n);
+    return p;
+}
+
 /* A thread that polls tasks: the thread inside block_on for the current-
  * thread flavour, each worker thread for the multi-thread one. */
 struct weft_worker {
@@ -76,10 +92,12 @@ static inline __attribute__((always_inline)) bool
 weft__worker_poll(struct weft_worker *w, struct weft_task *t)
 {
     enum task_run run;
-    if (t->yielded) {
+    uintptr_t word = weft__task_word(t);
+    if (word & TASK_W_YIELDED) {
         /* Still RUNNING from its last poll (see task.h, "yield"); a cancel
          * that came meanwhile only set bits. */
-        t->yielded = 0;
+        word &= ~(uintptr_t)TASK_W_YIELDED;
+        atomic_store_explicit(&t->sched_word, word, memory_order_relaxed);
         run = atomic_load_explicit(&t->state, memory_order_relaxed) &
                       TASK_CANCELLED
                   ? RUN_CANCELLED
@@ -89,8 +107,9 @@ weft__worker_poll(struct weft_worker *w, struct weft_task *t)
         if (run == RUN_GONE)
             return false;
     }
-    if (weft_unlikely(run == RUN_CANCELLED) && t->vt->abandon) {
-        t->vt->abandon(t);
+    unsigned kind = (unsigned)(word & TASK_W_KIND);
+    if (weft_unlikely(run == RUN_CANCELLED) && kind != TASK_KIND_CORO) {
+        weft__task_vtables[kind]->abandon(t);
         weft__task_complete(t, NULL, -ECANCELED);
         return false;
     }
@@ -98,16 +117,19 @@ weft__worker_poll(struct weft_worker *w, struct weft_task *t)
     w->cx.waker = weft__task_waker(t);
     w->cx.task = t;
     w->cx.budget = WEFT_COOP_BUDGET;
-    weft_poll r = t->vt == &weft__coro_vtable
-                      ? weft__coro_task_poll(t, &w->host)
-                      : t->vt->poll(t, &w->cx);
+    /* Both kinds a worker polls are called directly (blocking jobs never
+     * reach a worker). */
+    weft_poll r = kind == TASK_KIND_CORO ? weft__coro_task_poll(t, &w->host)
+                                         : weft__ftask_poll(t, &w->cx);
     w->current = NULL;
+    word = weft__task_word(t);
     if (r == WEFT_READY) {
-        t->yielded = 0; /* woke itself, then finished anyway */
-        weft__task_complete(t, t->value, t->err);
+        if (word & TASK_W_YIELDED) /* woke itself, then finished anyway */
+            weft__task_set_bits(t, TASK_W_YIELDED, false);
+        weft__task_finish(t); /* the poll stored the result */
         return false;
     }
-    if (t->yielded)
+    if (word & TASK_W_YIELDED)
         return true;
     return weft__task_to_idle(t);
 }

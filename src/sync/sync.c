@@ -63,8 +63,11 @@ weft_future *weft__sync_op_new(size_t extra, const weft_future_ops *ops,
         sizeof(struct sync_op) + extra, ops, site);
     if (!op)
         return NULL;
-    op->w.ptr = ptr;
-    op->w.arg = arg;
+    WEFT_DASSERT(!(ptr && arg));
+    if (ptr)
+        op->w.ptr = ptr;
+    else
+        op->w.arg = arg;
     op->obj = obj;
     return &op->base;
 }

@@ -80,9 +80,12 @@ struct waiter {
                                    nodes until they are woken */
     weft_waker waker;           /* borrowed; see above */
     _Atomic uint32_t state;
-    int32_t result; /* written by the completer before DONE */
-    uint64_t arg;   /* per primitive: permits, reader/writer, ... */
-    void *ptr;      /* per primitive: where a message goes */
+    int32_t result;   /* written by the completer before DONE */
+    union {           /* per primitive, one or the other (no operation needs
+                         both; a word saved in every weft_sync_op): */
+        uint64_t arg; /* permits, reader/writer, ... */
+        void *ptr;    /* where a message goes */
+    };
 };
 
 struct waitq {
@@ -264,7 +267,7 @@ static inline void budget_use(weft_cx *cx)
 struct sync_op {
     weft_future base;
     struct waiter w; /* w.ptr: the message buffer (or another pointer the
-                        operation needs); w.arg: a per-operation number */
+                        operation needs), or w.arg: a per-operation number */
     void *obj;       /* the primitive */
 };
 
@@ -282,8 +285,11 @@ static inline weft_future *sync_op_init(struct sync_op *op,
     op->base.flags = 0;
     atomic_init(&op->w.state, W_IDLE);
     op->w.waker.vtable = NULL;
-    op->w.ptr = ptr;
-    op->w.arg = arg;
+    WEFT_DASSERT(!(ptr && arg));
+    if (ptr)
+        op->w.ptr = ptr;
+    else
+        op->w.arg = arg;
     op->obj = obj;
     return &op->base;
 }

@@ -18,10 +18,9 @@
 
 #define FRAME_SIZE ((sizeof(struct coro_frame) + 63) & ~(size_t)63)
 
-
 bool weft__task_is_coro(const struct weft_task *t)
 {
-    return t->vt == &weft__coro_vtable;
+    return weft__task_kind(t) == TASK_KIND_CORO;
 }
 
 static void coro_entry(void *arg)
@@ -31,7 +30,7 @@ static void coro_entry(void *arg)
     ct->task.value = ct->fn(ct->arg);
     WEFT_CHECK(!fr->scope, "a task returned inside a deadline scope "
                            "(missing weft_scope_exit)");
-    ct->task.err = 0;
+    ct->err = 0;
     fr->finished = true;
     weft__coro_exit(&fr->coro);
 }
@@ -39,8 +38,7 @@ static void coro_entry(void *arg)
 /* Takes a stack and sets up the frame at its top. NULL if none. */
 static struct coro_frame *frame_new(weft_runtime *rt, struct coro_task *ct)
 {
-    weft_stack *st =
-        weft__stack_get(rt->stacks, (size_t)ct->task.stack_kib * 1024);
+    weft_stack *st = weft__stack_get(rt->stacks, (size_t)ct->stack_kib * 1024);
     if (!st)
         return NULL;
     struct coro_frame *fr =
@@ -57,11 +55,12 @@ static struct coro_frame *frame_new(weft_runtime *rt, struct coro_task *ct)
 
 struct coro_frame *weft__coro_task_start(struct coro_task *ct)
 {
-    struct coro_frame *fr = ct->frame = frame_new(ct->task.sched->rt, ct);
+    struct coro_frame *fr = ct->frame =
+        frame_new(weft__task_sched(&ct->task)->rt, ct);
     if (!fr) {
         /* fn never ran: report it through the join. */
         ct->task.value = NULL;
-        ct->task.err = -ENOMEM;
+        ct->err = -ENOMEM;
     }
     return fr;
 }
@@ -70,7 +69,7 @@ void weft__coro_task_finish(struct coro_task *ct)
 {
     struct coro_frame *fr = ct->frame;
     weft__coro_release(&fr->coro);
-    weft__stack_put(ct->task.sched->rt->stacks, fr->stack);
+    weft__stack_put(weft__task_sched(&ct->task)->rt->stacks, fr->stack);
     ct->frame = NULL;
 }
 
@@ -87,10 +86,22 @@ static void coro_dealloc(struct weft_task *t)
     weft__free(t, sizeof(struct coro_task));
 }
 
+static int *coro_err_slot(struct weft_task *t)
+{
+    return &((struct coro_task *)t)->err;
+}
+
+static const weft_site *coro_site(const struct weft_task *t)
+{
+    return ((const struct coro_task *)t)->site;
+}
+
 const struct weft_task_vtable weft__coro_vtable = {
     .poll = coro_poll,
     .abandon = NULL, /* coroutines always unwind through their function */
     .dealloc = coro_dealloc,
+    .err_slot = coro_err_slot,
+    .site = coro_site,
 };
 
 int weft_spawn_at(weft_runtime *rt, weft_task **out, weft_task_fn fn, void *arg,
@@ -112,12 +123,14 @@ int weft_spawn_at(weft_runtime *rt, weft_task **out, weft_task_fn fn, void *arg,
     struct coro_task *ct = weft__alloc(sizeof *ct);
     if (!ct)
         return -ENOMEM;
-    weft__task_init(&ct->task, &weft__coro_vtable, site, out != NULL);
+    weft__task_init(&ct->task, TASK_KIND_CORO, out != NULL);
     /* Whole KiB, rounded up; the pool rounds to pages. */
-    ct->task.stack_kib = (uint16_t)((stack + 1023) / 1024);
+    ct->stack_kib = (uint16_t)((stack + 1023) / 1024);
     ct->fn = fn;
     ct->arg = arg;
     ct->frame = NULL;
+    ct->site = site;
+    ct->err = 0;
     if (opts && weft__task_set_name(&ct->task, opts->name) < 0) {
         coro_dealloc(&ct->task);
         return -ENOMEM;
@@ -128,7 +141,7 @@ int weft_spawn_at(weft_runtime *rt, weft_task **out, weft_task_fn fn, void *arg,
 /* The coroutine task running on this thread, or NULL. */
 static struct coro_task *current_coro(struct weft_worker *w)
 {
-    if (!w || !w->current || w->current->vt != &weft__coro_vtable)
+    if (!w || !w->current || weft__task_kind(w->current) != TASK_KIND_CORO)
         return NULL;
     return (struct coro_task *)w->current;
 }
@@ -194,15 +207,21 @@ int weft__await_pending(weft_future *f, void **value)
 
 int weft_yield(void)
 {
-    struct coro_task *ct = current_coro(weft__worker_current());
-    if (!ct)
+    struct weft_worker *w = weft__worker_current();
+    if (!w || !w->current)
         return -EPERM;
+    /* Only this thread writes the word while the task runs: load it once. */
+    uintptr_t word = weft__task_word(w->current);
+    if ((word & TASK_W_KIND) != TASK_KIND_CORO)
+        return -EPERM;
+    struct coro_task *ct = (struct coro_task *)w->current;
     if (cancelled(ct))
         return -ECANCELED;
     struct coro_frame *fr = ct->frame;
     if (fr->scope && weft__scope_expired(fr->scope))
         return -ETIMEDOUT;
-    ct->task.yielded = 1;
+    atomic_store_explicit(&ct->task.sched_word, word | TASK_W_YIELDED,
+                          memory_order_relaxed);
     weft__coro_suspend_inline(&fr->coro);
     if (cancelled(ct))
         return -ECANCELED;
@@ -241,14 +260,31 @@ static size_t put_u64(char *buf, size_t len, size_t at, uint64_t v)
     return put_str(buf, len, at, out);
 }
 
+static size_t put_hex(char *buf, size_t len, size_t at, uintptr_t v)
+{
+    char out[2 * sizeof v + 1];
+    int n = 0;
+    for (int sh = (int)(8 * sizeof v) - 4; sh >= 0; sh -= 4)
+        if ((v >> sh) || n || sh == 0)
+            out[n++] = "0123456789abcdef"[(v >> sh) & 15];
+    out[n] = '\0';
+    return put_str(buf, len, at, out);
+}
+
 void weft__coro_describe(const weft_coro *c, char *buf, size_t len)
 {
     const struct coro_frame *fr = container_of(c, struct coro_frame, coro);
     const struct weft_task *t = &fr->task->task;
     size_t at = put_str(buf, len, 0, "task ");
-    at = put_u64(buf, len, at, t->id);
+    /* In a signal handler: no lock is waited for, no id assigned. */
+    uint64_t id = weft__task_id_peek(t);
+    if (id)
+        at = put_u64(buf, len, at, id);
+    else
+        at = put_str(buf, len, at, "at 0x"),
+        at = put_hex(buf, len, at, (uintptr_t)t);
     at = put_str(buf, len, at, " (");
-    const char *name = weft__task_name(t);
+    const char *name = weft__task_name(t, true);
     const weft_site *site = weft__task_site(t);
     at = put_str(buf, len, at, name ? name : "unnamed");
     if (site) {

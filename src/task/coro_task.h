@@ -9,7 +9,7 @@
 
 /* What a coroutine needs only once it runs lives at the top of its own
  * stack (the page it touches first anyway), not in the task: a spawned but
- * not yet started coroutine task costs its 128-byte header and nothing
+ * not yet started coroutine task costs its 80-byte header and nothing
  * else. */
 struct coro_frame {
     weft_coro coro;
@@ -26,12 +26,13 @@ struct coro_task {
     weft_task_fn fn;
     void *arg;
     struct coro_frame *frame; /* NULL until the first poll */
+    const weft_site *site;    /* where it was spawned */
+    int err;                  /* the result's error, once complete */
+    uint16_t stack_kib;       /* stack size in KiB */
 };
 
-_Static_assert(sizeof(struct coro_task) <= 128,
-               "a coroutine task header should fit 128 bytes");
-
-extern const struct weft_task_vtable weft__coro_vtable;
+_Static_assert(sizeof(struct coro_task) <= 80,
+               "a coroutine task header should fit 80 bytes");
 
 /* First poll: takes a stack and builds the frame. NULL (with the task's
  * result set to -ENOMEM) if there is no memory for a stack. */

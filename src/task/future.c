@@ -5,8 +5,13 @@
  * (the "prefix"), so that weft_spawn_future() turns it into a task in place,
  * with no second allocation:
  *
- *     [ struct future_task (task header, alloc size) ][ user's future ... ]
- *                                                      ^ weft_future *f
+ *     [ struct future_task (task header) ][ user's future ... ]
+ *                                           ^ weft_future *f
+ *
+ * The prefix is the 40-byte task header. A future whose size is a multiple
+ * of 16 may need 16-byte alignment, so it gets 8 bytes of padding more (a
+ * 48-byte prefix, FUT_PAD16) in a 16-aligned block; any other future is at
+ * most 8-aligned, which the 40-byte prefix keeps.
  */
 #include <stdio.h>
 #include <string.h>
@@ -19,16 +24,30 @@ struct future_task {
     struct weft_task task;
 };
 
-/* A heap future's allocation size, in 16-byte units, lives in the upper
- * bits of its flags: no extra word per future. */
+_Static_assert(sizeof(struct future_task) % 8 == 0, "prefix alignment");
+
+/* A heap future's allocation size, in 8-byte units, lives in the upper bits
+ * of its flags: no extra word per future. */
 #define FUT_SIZE_SHIFT 8
+#define FUT_PAD16 (1u << 7) /* the prefix has 8 bytes of padding */
 
 static size_t alloc_size_of(const weft_future *f)
 {
-    return (size_t)(f->flags >> FUT_SIZE_SHIFT) * 16;
+    return (size_t)(f->flags >> FUT_SIZE_SHIFT) * 8;
 }
 
-#define PREFIX ((sizeof(struct future_task) + 15) & ~(size_t)15)
+#define PREFIX sizeof(struct future_task)
+
+static size_t prefix_size(const weft_future *f)
+{
+    return PREFIX + ((f->flags & FUT_PAD16) ? 8 : 0);
+}
+
+/* The start of the allocation (the task header is at its end). */
+static char *block_of(weft_future *f)
+{
+    return (char *)f - prefix_size(f);
+}
 
 static struct future_task *prefix_of(weft_future *f)
 {
@@ -40,16 +59,20 @@ weft_future *weft_future_new_at(size_t size, const weft_future_ops *ops,
 {
     if (size < sizeof(weft_future))
         size = sizeof(weft_future);
-    size_t total = (PREFIX + size + 15) & ~(size_t)15;
-    if (total >> (32 - FUT_SIZE_SHIFT + 4))
-        return NULL; /* over 256 MiB: not a future */
+    size = (size + 7) & ~(size_t)7;
+    /* A size that is a multiple of 16 may hold a 16-aligned object. */
+    size_t pad = (size % 16 == 0 && PREFIX % 16 != 0) ? 8 : 0;
+    size_t total = PREFIX + pad + size;
+    if (total >> (32 - FUT_SIZE_SHIFT + 3))
+        return NULL; /* over 128 MiB: not a future */
     char *block = weft__alloc(total);
     if (!block)
         return NULL;
-    memset(block + PREFIX, 0, size);
-    weft_future *f = (weft_future *)(block + PREFIX);
+    weft_future *f = (weft_future *)(block + pad + PREFIX);
+    memset(f, 0, size);
     weft_future_init_at(f, ops, site);
-    f->flags = FUT_HEAP | (uint32_t)(total / 16) << FUT_SIZE_SHIFT;
+    f->flags = FUT_HEAP | (pad ? FUT_PAD16 : 0) |
+               (uint32_t)(total / 8) << FUT_SIZE_SHIFT;
     return f;
 }
 
@@ -104,7 +127,7 @@ void weft_future_free(weft_future *f)
         report_never_polled(f);
     future_drop(f);
     if (f->flags & FUT_HEAP)
-        weft__free(prefix_of(f), alloc_size_of(f));
+        weft__free(block_of(f), alloc_size_of(f));
 }
 
 weft_poll weft_future_poll(weft_future *f, weft_cx *cx)
@@ -168,14 +191,13 @@ static weft_future *future_of(struct weft_task *t)
     return (weft_future *)((char *)t + PREFIX);
 }
 
-static weft_poll ftask_poll(struct weft_task *t, weft_cx *cx)
+weft_poll weft__ftask_poll(struct weft_task *t, weft_cx *cx)
 {
     weft_future *f = future_of(t);
     if (weft_future_poll(f, cx) == WEFT_PENDING)
         return WEFT_PENDING;
-    t->value = f->value;
-    t->err = f->err;
-    future_drop(f); /* release resources now, memory with the task */
+    t->value = f->value; /* the error stays in f->err (ftask_err_slot) */
+    future_drop(f);      /* release resources now, memory with the task */
     return WEFT_READY;
 }
 
@@ -186,20 +208,33 @@ static void ftask_abandon(struct weft_task *t)
 
 static void ftask_dealloc(struct weft_task *t)
 {
-    weft__free(t, alloc_size_of(future_of(t)));
+    weft_future *f = future_of(t);
+    weft__free(block_of(f), alloc_size_of(f));
 }
 
-static const struct weft_task_vtable ftask_vtable = {
-    .poll = ftask_poll,
+static int *ftask_err_slot(struct weft_task *t)
+{
+    return &future_of(t)->err;
+}
+
+static const weft_site *ftask_site(const struct weft_task *t)
+{
+    return future_of((struct weft_task *)t)->site;
+}
+
+const struct weft_task_vtable weft__future_vtable = {
+    .poll = weft__ftask_poll,
     .abandon = ftask_abandon,
     .dealloc = ftask_dealloc,
+    .err_slot = ftask_err_slot,
+    .site = ftask_site,
 };
 
 /* Turns heap future `f` into a task (not yet submitted). */
 static struct weft_task *ftask_make(weft_future *f, bool handle)
 {
     struct weft_task *t = &prefix_of(f)->task;
-    weft__task_init(t, &ftask_vtable, f->site, handle);
+    weft__task_init(t, TASK_KIND_FUTURE, handle);
     f->flags |= FUT_SPAWNED;
     return t;
 }

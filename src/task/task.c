@@ -26,6 +26,15 @@ static inline bool cas_state(struct weft_task *t, uint64_t *old, uint64_t new)
 
 static void wake_joiners(struct weft_task *t);
 
+extern const struct weft_task_vtable weft__coro_vtable, weft__future_vtable,
+    weft__blocking_vtable;
+
+const struct weft_task_vtable *const weft__task_vtables[3] = {
+    [TASK_KIND_CORO] = &weft__coro_vtable,
+    [TASK_KIND_FUTURE] = &weft__future_vtable,
+    [TASK_KIND_BLOCKING] = &weft__blocking_vtable,
+};
+
 /* ---- references ---- */
 
 void weft__task_ref(struct weft_task *t)
@@ -42,7 +51,7 @@ void weft__task_unref_n(struct weft_task *t, uint64_t n)
     WEFT_CHECK(prev >> TASK_REF_SHIFT >= n, "task reference count underflow");
     if (prev >> TASK_REF_SHIFT == n) {
         weft__task_fini(t);
-        t->vt->dealloc(t);
+        weft__task_vt(t)->dealloc(t);
     }
 }
 
@@ -95,7 +104,12 @@ bool weft__task_to_idle(struct weft_task *t)
 void weft__task_complete(struct weft_task *t, void *value, int err)
 {
     t->value = value;
-    t->err = err;
+    *weft__task_err_slot(t) = err;
+    weft__task_finish(t);
+}
+
+void weft__task_finish(struct weft_task *t)
+{
     /* RUNNING -> COMPLETE. The release ordering publishes value/err to the
      * joiner, which reads them after seeing COMPLETE. */
     uint64_t s = atomic_fetch_xor_explicit(
@@ -104,8 +118,10 @@ void weft__task_complete(struct weft_task *t, void *value, int err)
                "completing a task that is not running");
     if (s & TASK_JOIN_WAITERS)
         wake_joiners(t);
-    if (t->owned)
-        t->sched->ops->release(t->sched, t);
+    if (weft__task_owned(t)) {
+        struct weft_sched *sc = weft__task_sched(t);
+        sc->ops->release(sc, t);
+    }
     /* The owned reference and the poll's reference. */
     weft__task_unref_n(t, 2);
 }
@@ -123,8 +139,10 @@ void weft__task_wake(struct weft_task *t)
         if (cas_state(t, &s, n))
             break;
     }
-    if (!(s & TASK_RUNNING))
-        t->sched->ops->schedule(t->sched, t);
+    if (!(s & TASK_RUNNING)) {
+        struct weft_sched *sc = weft__task_sched(t);
+        sc->ops->schedule(sc, t);
+    }
 }
 
 void weft__task_cancel(struct weft_task *t)
@@ -138,8 +156,10 @@ void weft__task_cancel(struct weft_task *t)
         if (submit)
             n += TASK_REF_ONE;
         if (cas_state(t, &s, n)) {
-            if (submit)
-                t->sched->ops->schedule(t->sched, t);
+            if (submit) {
+                struct weft_sched *sc = weft__task_sched(t);
+                sc->ops->schedule(sc, t);
+            }
             return;
         }
     }
@@ -160,7 +180,7 @@ static bool wake_self(struct weft_task *t)
 {
     struct weft_worker *w = weft__tls_worker;
     if (w && w->current == t) {
-        t->yielded = 1;
+        weft__task_set_bits(t, TASK_W_YIELDED, true);
         return true;
     }
     return false;
@@ -237,8 +257,132 @@ int weft_cx_proceed(weft_cx *cx)
 
 /* ---- creation ---- */
 
-/* Ids are handed out in blocks per thread so that spawning does not contend
- * on one counter. */
+void weft__task_init(struct weft_task *t, unsigned kind, bool handle)
+{
+    uint64_t refs = handle ? 3 : 2; /* owned + queue (+ handle) */
+    uint64_t bits = TASK_NOTIFIED | (handle ? TASK_JOIN_INTEREST : 0);
+    atomic_init(&t->state, bits | refs * TASK_REF_ONE);
+    t->next = NULL; /* also clears value */
+    atomic_init(&t->sched_word, (uintptr_t)kind);
+    t->owned_prev = t->owned_next = NULL;
+}
+
+/*
+ * The side table of rarely used fields: a task's name and its id live in a
+ * record found by the task's address, so that the many tasks that have
+ * neither pay nothing for them. TASK_HAS_EXTRA says a record exists.
+ */
+struct task_extra {
+    struct task_extra *next; /* in its bucket */
+    const struct weft_task *task;
+    uint64_t id; /* 0 until asked for */
+    size_t size; /* of this allocation */
+    char name[]; /* "" if none */
+};
+
+#define EXTRA_BUCKETS 1024
+#define EXTRA_LOCKS 64
+static struct task_extra *extra_buckets[EXTRA_BUCKETS];
+static pthread_mutex_t extra_locks[EXTRA_LOCKS] = {
+    [0 ... EXTRA_LOCKS - 1] = PTHREAD_MUTEX_INITIALIZER};
+
+static size_t extra_bucket(const struct weft_task *t)
+{
+    return weft__task_hash(t) % EXTRA_BUCKETS;
+}
+
+static pthread_mutex_t *extra_lock(size_t bucket)
+{
+    return &extra_locks[bucket % EXTRA_LOCKS];
+}
+
+/* Under the bucket's lock. */
+static struct task_extra **extra_find(const struct weft_task *t, size_t b)
+{
+    struct task_extra **pp = &extra_buckets[b];
+    while (*pp && (*pp)->task != t)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* A new record for `t` (which has none), with `name` (may be NULL). */
+static struct task_extra *extra_new(struct weft_task *t, const char *name)
+{
+    size_t n = name ? strlen(name) + 1 : 1;
+    size_t size = sizeof(struct task_extra) + n;
+    struct task_extra *e = weft__alloc(size);
+    if (!e)
+        return NULL;
+    e->task = t;
+    e->id = 0;
+    e->size = size;
+    memcpy(e->name, name ? name : "", n);
+    return e;
+}
+
+static void extra_link(size_t b, struct task_extra *e)
+{
+    e->next = extra_buckets[b];
+    extra_buckets[b] = e;
+}
+
+int weft__task_set_name(struct weft_task *t, const char *name)
+{
+    if (!name)
+        return 0;
+    /* Before the task is published: it has no record yet. */
+    struct task_extra *e = extra_new(t, name);
+    if (!e)
+        return -ENOMEM;
+    size_t b = extra_bucket(t);
+    pthread_mutex_lock(extra_lock(b));
+    extra_link(b, e);
+    pthread_mutex_unlock(extra_lock(b));
+    atomic_fetch_or_explicit(&t->state, TASK_HAS_EXTRA, memory_order_relaxed);
+    return 0;
+}
+
+void weft__task_fini(struct weft_task *t)
+{
+    if (!(load_state(t) & TASK_HAS_EXTRA))
+        return;
+    size_t b = extra_bucket(t);
+    pthread_mutex_lock(extra_lock(b));
+    struct task_extra **pp = extra_find(t, b), *e = *pp;
+    if (e)
+        *pp = e->next;
+    pthread_mutex_unlock(extra_lock(b));
+    atomic_fetch_and_explicit(&t->state, ~(uint64_t)TASK_HAS_EXTRA,
+                              memory_order_relaxed);
+    if (e)
+        weft__free(e, e->size);
+}
+
+const char *weft__task_name(const struct weft_task *t, bool trylock)
+{
+    if (!(load_state(t) & TASK_HAS_EXTRA))
+        return NULL;
+    size_t b = extra_bucket(t);
+    pthread_mutex_t *l = extra_lock(b);
+    if (trylock) {
+        if (pthread_mutex_trylock(l) != 0)
+            return NULL;
+    } else {
+        pthread_mutex_lock(l);
+    }
+    struct task_extra *e = *extra_find(t, b);
+    pthread_mutex_unlock(l);
+    /* The record lives as long as the task. */
+    return e && e->name[0] ? e->name : NULL;
+}
+
+const weft_site *weft__task_site(const struct weft_task *t)
+{
+    return weft__task_vt(t)->site(t);
+}
+
+/* Ids are handed out in blocks per thread so that naming tasks does not
+ * contend on one counter. */
 #define ID_BLOCK 1024
 static _Atomic uint64_t next_id_block = 1;
 static __thread uint64_t tls_id_next, tls_id_end;
@@ -254,55 +398,50 @@ static uint64_t new_id(void)
     return tls_id_next++;
 }
 
-void weft__task_init(struct weft_task *t, const struct weft_task_vtable *vt,
-                     const weft_site *site, bool handle)
+uint64_t weft__task_id_peek(const struct weft_task *t)
 {
-    uint64_t refs = handle ? 3 : 2; /* owned + queue (+ handle) */
-    uint64_t bits = TASK_NOTIFIED | (handle ? TASK_JOIN_INTEREST : 0);
-    atomic_init(&t->state, bits | refs * TASK_REF_ONE);
-    t->next = NULL; /* also clears value */
-    t->sched = NULL;
-    t->vt = vt;
-    t->owned_prev = t->owned_next = NULL;
-    t->joiners = NULL;
-    t->err = 0;
-    t->yielded = 0;
-    t->owned = 0;
-    t->stack_kib = 0;
-    t->id = new_id();
-    t->info = (uintptr_t)site;
-    t->awaiting = NULL;
-}
-
-int weft__task_set_name(struct weft_task *t, const char *name)
-{
-    if (!name)
+    if (!(load_state(t) & TASK_HAS_EXTRA))
         return 0;
-    size_t n = strlen(name) + 1;
-    size_t size = sizeof(struct task_named) + n;
-    struct task_named *tn = weft__alloc(size);
-    if (!tn)
-        return -ENOMEM;
-    tn->site = weft__task_site(t);
-    tn->size = size;
-    memcpy(tn->name, name, n);
-    t->info = (uintptr_t)tn | 1;
-    return 0;
+    size_t b = extra_bucket(t);
+    pthread_mutex_t *l = extra_lock(b);
+    if (pthread_mutex_trylock(l) != 0)
+        return 0;
+    struct task_extra *e = *extra_find(t, b);
+    uint64_t id = e ? e->id : 0;
+    pthread_mutex_unlock(l);
+    return id;
 }
 
-void weft__task_fini(struct weft_task *t)
+/* The id, assigned at the first call: most tasks are never asked. */
+static uint64_t task_id(struct weft_task *t)
 {
-    if (t->info & 1) {
-        struct task_named *tn = (struct task_named *)(t->info - 1);
-        t->info = (uintptr_t)tn->site;
-        weft__free(tn, tn->size);
+    size_t b = extra_bucket(t);
+    pthread_mutex_t *l = extra_lock(b);
+    pthread_mutex_lock(l);
+    struct task_extra *e = *extra_find(t, b);
+    if (!e) {
+        e = extra_new(t, NULL);
+        if (!e) {
+            pthread_mutex_unlock(l);
+            return 0;
+        }
+        extra_link(b, e);
+        atomic_fetch_or_explicit(&t->state, TASK_HAS_EXTRA,
+                                 memory_order_relaxed);
     }
+    if (!e->id)
+        e->id = new_id();
+    uint64_t id = e->id;
+    pthread_mutex_unlock(l);
+    return id;
 }
 
 int weft__task_submit_new(weft_runtime *rt, struct weft_task *t,
                           weft_task **out)
 {
-    t->sched = rt->sched;
+    atomic_store_explicit(&t->sched_word,
+                          weft__task_word(t) | (uintptr_t)rt->sched,
+                          memory_order_relaxed);
     /* Publish the handle before the task can run: a task may read its own
      * handle from where its spawner stored it. */
     if (out)
@@ -311,10 +450,11 @@ int weft__task_submit_new(weft_runtime *rt, struct weft_task *t,
     if (rc < 0) {
         if (out)
             *out = NULL;
-        if (t->vt->abandon)
-            t->vt->abandon(t);
+        const struct weft_task_vtable *vt = weft__task_vt(t);
+        if (vt->abandon)
+            vt->abandon(t);
         weft__task_fini(t);
-        t->vt->dealloc(t);
+        vt->dealloc(t);
     }
     return rc;
 }
@@ -344,12 +484,12 @@ int weft_task_done(const weft_task *t)
 
 uint64_t weft_task_id(const weft_task *t)
 {
-    return t->id;
+    return task_id((struct weft_task *)t);
 }
 
 const char *weft_task_name(const weft_task *t)
 {
-    return weft__task_name(t);
+    return weft__task_name(t, false);
 }
 
 const weft_site *weft_task_site(const weft_task *t)
@@ -379,53 +519,50 @@ static int join_result(struct weft_task *t, void **result)
         return -ECANCELED;
     if (result)
         *result = t->value;
-    return t->err;
-}
-
-static pthread_mutex_t join_graph_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* Does following the chain of joins from `t` lead back to `self`? */
-static bool join_cycle(struct weft_task *self, struct weft_task *t)
-{
-    for (int depth = 0; t && depth < 64; depth++) {
-        if (t == self)
-            return true;
-        t = atomic_load_explicit((_Atomic(struct weft_task *) *)&t->awaiting,
-                                 memory_order_acquire);
-    }
-    return false;
+    return *weft__task_err_slot(t);
 }
 
 /*
  * Joiners. Any number of tasks and threads may join one task at once (a
  * handle is a plain pointer and can be shared), so each waiting joiner
- * queues a node that lives in its join future (or on its stack). The list
- * is guarded by one of a few striped locks; the JOIN_WAITERS bit tells the
- * completing side to look. A joiner sets the bit with the same atomic
- * operation that tells it whether the task completed, so either the
- * completer sees the bit or the joiner sees COMPLETE.
+ * queues a node that lives in its join future (or on its stack). The nodes
+ * are not hung off the task (that would cost every task a pointer for the
+ * few that are ever waited for) but kept in a hash table keyed by the
+ * target's address, each bucket a list under one of a few striped locks;
+ * the JOIN_WAITERS bit tells the completing side to look. A joiner sets the
+ * bit with the same atomic operation that tells it whether the task
+ * completed, so either the completer sees the bit or the joiner sees
+ * COMPLETE.
  */
 struct join_waiter {
-    struct join_waiter *next, *prev;
+    struct join_waiter *next, *prev; /* in the bucket */
+    struct weft_task *target;
     weft_waker waker;
     bool linked;
 };
 
+#define JOIN_BUCKETS 1024
 #define JOIN_LOCKS 64
+static struct join_waiter *join_buckets[JOIN_BUCKETS];
 static pthread_mutex_t join_locks[JOIN_LOCKS] = {[0 ... JOIN_LOCKS - 1] =
                                                      PTHREAD_MUTEX_INITIALIZER};
 
-static pthread_mutex_t *join_lock(const struct weft_task *t)
+static struct join_waiter **join_bucket(const struct weft_task *t)
 {
-    return &join_locks[((uintptr_t)t >> 6) % JOIN_LOCKS];
+    return &join_buckets[weft__task_hash(t) % JOIN_BUCKETS];
 }
 
-static void waiter_unlink(struct weft_task *t, struct join_waiter *n)
+static pthread_mutex_t *join_lock(const struct weft_task *t)
+{
+    return &join_locks[(weft__task_hash(t) % JOIN_BUCKETS) % JOIN_LOCKS];
+}
+
+static void waiter_unlink(struct join_waiter *n)
 {
     if (n->prev)
         n->prev->next = n->next;
     else
-        t->joiners = n->next;
+        *join_bucket(n->target) = n->next;
     if (n->next)
         n->next->prev = n->prev;
     n->linked = false;
@@ -435,11 +572,15 @@ static void wake_joiners(struct weft_task *t)
 {
     pthread_mutex_t *l = join_lock(t);
     pthread_mutex_lock(l);
-    while (t->joiners) {
-        struct join_waiter *n = t->joiners;
-        waiter_unlink(t, n);
-        /* The node's owner drops its waker after taking this lock. */
-        weft_waker_wake_by_ref(&n->waker);
+    struct join_waiter *n = *join_bucket(t);
+    while (n) {
+        struct join_waiter *next = n->next;
+        if (n->target == t) {
+            waiter_unlink(n);
+            /* The node's owner drops its waker after taking this lock. */
+            weft_waker_wake_by_ref(&n->waker);
+        }
+        n = next;
     }
     pthread_mutex_unlock(l);
 }
@@ -454,11 +595,13 @@ static bool join_wait(struct weft_task *t, struct join_waiter *n,
     pthread_mutex_t *l = join_lock(t);
     pthread_mutex_lock(l);
     if (!n->linked) {
+        struct join_waiter **head = join_bucket(t);
+        n->target = t;
         n->prev = NULL;
-        n->next = t->joiners;
-        if (t->joiners)
-            t->joiners->prev = n;
-        t->joiners = n;
+        n->next = *head;
+        if (*head)
+            (*head)->prev = n;
+        *head = n;
         n->linked = true;
     }
     if (!weft_waker_will_wake(&n->waker, w)) {
@@ -469,7 +612,7 @@ static bool join_wait(struct weft_task *t, struct join_waiter *n,
                                           memory_order_acq_rel);
     bool pending = !(s & TASK_COMPLETE);
     if (!pending)
-        waiter_unlink(t, n);
+        waiter_unlink(n);
     pthread_mutex_unlock(l);
     return pending;
 }
@@ -484,16 +627,78 @@ static void join_unwait(struct weft_task *t, struct join_waiter *n)
         pthread_mutex_t *l = join_lock(t);
         pthread_mutex_lock(l);
         if (n->linked)
-            waiter_unlink(t, n);
+            waiter_unlink(n);
         pthread_mutex_unlock(l);
     }
     weft_waker_drop(&n->waker);
 }
 
+/*
+ * The join graph, for deadlock detection: which task each task is joining.
+ * An edge is a node in the joining task's join future, in a hash table keyed
+ * by the joining task's address, all under one lock that only joins that
+ * have to wait take.
+ */
+struct join_edge {
+    struct join_edge *next, *prev;
+    struct weft_task *from, *to;
+};
+
+#define EDGE_BUCKETS 256
+static pthread_mutex_t join_graph_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct join_edge *edge_buckets[EDGE_BUCKETS];
+
+static struct join_edge **edge_bucket(const struct weft_task *t)
+{
+    return &edge_buckets[weft__task_hash(t) % EDGE_BUCKETS];
+}
+
+/* Under join_graph_lock: the task `t` is joining, or NULL. */
+static struct weft_task *join_awaiting(const struct weft_task *t)
+{
+    for (struct join_edge *e = *edge_bucket(t); e; e = e->next)
+        if (e->from == t)
+            return e->to;
+    return NULL;
+}
+
+/* Under join_graph_lock: does following the chain of joins from `t` lead
+ * back to `self`? */
+static bool join_cycle(struct weft_task *self, struct weft_task *t)
+{
+    for (int depth = 0; t && depth < 64; depth++) {
+        if (t == self)
+            return true;
+        t = join_awaiting(t);
+    }
+    return false;
+}
+
+static void edge_link(struct join_edge *e)
+{
+    struct join_edge **head = edge_bucket(e->from);
+    e->prev = NULL;
+    e->next = *head;
+    if (*head)
+        (*head)->prev = e;
+    *head = e;
+}
+
+static void edge_unlink(struct join_edge *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        *edge_bucket(e->from) = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+}
+
 struct join_future {
     weft_future base;
     struct weft_task *target;
-    struct weft_task *joiner; /* set while this future records a join edge */
+    struct join_edge edge; /* edge.from set while this future records a join
+                              edge */
     struct join_waiter node;
 };
 
@@ -504,17 +709,16 @@ static weft_poll join_poll(weft_future *f, weft_cx *cx)
     if (cx->task && cx->task == t)
         return weft_future_set(f, NULL, -EDEADLK);
     if (!(load_state(t) & TASK_COMPLETE)) {
-        if (cx->task && !jf->joiner) {
+        if (cx->task && !jf->edge.from) {
             /* Checking for a cycle and adding the edge must be one step, or
              * two tasks closing a cycle on two workers could both miss it
              * (or both see it). Only joins that wait take this lock. */
             pthread_mutex_lock(&join_graph_lock);
             bool cycle = join_cycle(cx->task, t);
             if (!cycle) {
-                jf->joiner = cx->task;
-                atomic_store_explicit(
-                    (_Atomic(struct weft_task *) *)&cx->task->awaiting, t,
-                    memory_order_release);
+                jf->edge.from = cx->task;
+                jf->edge.to = t;
+                edge_link(&jf->edge);
             }
             pthread_mutex_unlock(&join_graph_lock);
             if (cycle)
@@ -534,10 +738,12 @@ static void join_drop(weft_future *f)
 {
     struct join_future *jf = (struct join_future *)f;
     join_unwait(jf->target, &jf->node);
-    if (jf->joiner)
-        atomic_store_explicit(
-            (_Atomic(struct weft_task *) *)&jf->joiner->awaiting, NULL,
-            memory_order_release);
+    if (jf->edge.from) {
+        pthread_mutex_lock(&join_graph_lock);
+        edge_unlink(&jf->edge);
+        pthread_mutex_unlock(&join_graph_lock);
+        jf->edge.from = NULL;
+    }
 }
 
 static const weft_future_ops join_ops = {

@@ -20,10 +20,11 @@
  *                     while RUNNING, it will be queued when the poll ends
  *   bit 3  CANCELLED  cancellation was requested; sticky
  *   bit 4  JOIN_INTEREST  a join handle exists
- *   bit 5  JOIN_WAITERS some joiner has queued itself on `joiners` (a
- *                     list under a striped lock, task.c); the completing
+ *   bit 5  JOIN_WAITERS some joiner has queued itself in the table of
+ *                     joiners (under a striped lock, task.c); the completing
  *                     side takes the lock and wakes them all
- *   bits 6..63        reference count (REF_ONE = 1 << 6)
+ *   bit 6  HAS_EXTRA  (not a state) the task has a side-table record
+ *   bits 8..63        reference count (REF_ONE = 1 << 8)
  *
  * References are held by: the join handle (1, while JOIN_INTEREST), the
  * scheduler while the task is not COMPLETE (1: its entry in the owned list),
@@ -41,7 +42,7 @@
  *                            queue entry, else it is dropped
  *   yield                 no change: the task stays RUNNING and goes to the
  *                            back of a run queue; the next pop skips
- *                            to_running (t->yielded says so). A yield costs
+ *                            to_running (TASK_W_YIELDED says so). A yield costs
  *                            no atomic operation. A coroutine's weft_yield,
  *                            and any waker of a task woken on the very
  *                            thread that is polling it, take this path.
@@ -61,17 +62,24 @@ enum {
     TASK_CANCELLED = 1u << 3,
     TASK_JOIN_INTEREST = 1u << 4,
     TASK_JOIN_WAITERS = 1u << 5,
+    /* Not part of the life cycle: the task has a record in the side table
+     * of rarely used fields (its name, its id once asked for); see
+     * task_extra in task.c. Set before the task is published (a name) or
+     * with one fetch_or (an id). */
+    TASK_HAS_EXTRA = 1u << 6,
 };
-#define TASK_REF_SHIFT 6
+#define TASK_REF_SHIFT 8
 #define TASK_REF_ONE ((uint64_t)1 << TASK_REF_SHIFT)
 #define TASK_STATE_MASK (TASK_REF_ONE - 1)
 
 struct weft_task;
-struct join_waiter;
 
-/* What differs between a coroutine task and a future task. */
+/* What differs between a coroutine task, a future task and a blocking job.
+ * A task names its vtable by a 2-bit kind in its header (TASK_KIND_*), an
+ * index into weft__task_vtables. */
 struct weft_task_vtable {
-    /* Polls the task once. On READY the result is in t->value / t->err. */
+    /* Polls the task once. On READY the result is stored (t->value and
+     * the kind's error slot, weft__task_err_slot). */
     weft_poll (*poll)(struct weft_task *t, weft_cx *cx);
     /* The task was cancelled before it could finish and will not be polled
      * again (future tasks: drop the future). NULL for coroutine tasks,
@@ -79,10 +87,46 @@ struct weft_task_vtable {
     void (*abandon)(struct weft_task *t);
     /* Frees the task's memory (the last reference is gone). */
     void (*dealloc)(struct weft_task *t);
+    /* Where the task's error code lives (the result's second half). */
+    int *(*err_slot)(struct weft_task *t);
+    /* The spawn site, or NULL. */
+    const weft_site *(*site)(const struct weft_task *t);
 };
 
-/* 96 bytes: a million spawned tasks are a million of these (plus, for a
- * coroutine task, three words), so every field earns its place. */
+enum {
+    TASK_KIND_CORO = 0,
+    TASK_KIND_FUTURE = 1,
+    TASK_KIND_BLOCKING = 2,
+};
+extern const struct weft_task_vtable *const weft__task_vtables[3];
+
+/* The sched word's low bits. A scheduler is allocated aligned to
+ * WEFT_SCHED_ALIGN (weft__sched_alloc), which leaves them free. */
+enum {
+    TASK_W_KIND = 3u,          /* TASK_KIND_*: never changes */
+    TASK_W_YIELDED = 1u << 2,  /* re-queued by a yield, still RUNNING */
+    TASK_W_OWNED_SHIFT = 3,    /* which owned list holds the task: */
+    TASK_W_OWNED = 0xffu << 3, /* 0 none, else the list's number + 1 */
+    TASK_W_BITS = 0x7ffu,
+};
+#define WEFT_SCHED_ALIGN 2048
+
+/*
+ * 40 bytes: a million spawned tasks are a million of these (plus, for a
+ * coroutine task, 40 more bytes; for a future task, the future), so every
+ * field earns its place. What only some tasks need lives elsewhere:
+ *
+ *   - the error code of the result: in the coroutine task, in the future's
+ *     own header (a future task), in the blocking job;
+ *   - the spawn site: in the coroutine task, or the future's header;
+ *   - the name and the id: in a side table keyed by the task's address
+ *     (TASK_HAS_EXTRA), the id assigned only when someone asks for it;
+ *   - the joiners waiting for the task and the task it is itself joining
+ *     (for deadlock detection): in the join futures, found through hash
+ *     tables keyed by task address under striped locks (task.c), touched
+ *     only by joins that have to wait;
+ *   - the kind, "owned" and "yielded": in the low bits of the sched word.
+ */
 struct weft_task {
     _Atomic uint64_t state;
     union {
@@ -90,40 +134,96 @@ struct weft_task {
         void *value;            /* result, once COMPLETE: a completed task
                                    is never in a queue */
     };
-    struct weft_sched *sched; /* never changes */
-    const struct weft_task_vtable *vt;
+    /* The scheduler (never changes once submitted) | TASK_W_* bits. Only
+     * the thread that owns the task (its spawner before it is queued, the
+     * worker polling it) writes it, each time with a relaxed load and
+     * store, which are plain moves: the other threads only read the
+     * scheduler, which never changes. */
+    _Atomic uintptr_t sched_word;
     struct weft_task *owned_prev, *owned_next; /* the scheduler's list */
-    struct join_waiter *joiners;               /* see JOIN_WAITERS */
-    int err;
-    uint8_t yielded;    /* re-queued by weft_yield, still RUNNING */
-    uint8_t owned;      /* linked in the owned list */
-    uint16_t stack_kib; /* coroutine tasks: stack size in KiB */
-    uint64_t id;
-    /* The spawn site, or - low bit set - a struct task_named holding the
-     * site and the name: most tasks have no name and pay nothing for it. */
-    uintptr_t info;
-    struct weft_task *awaiting; /* the task this one is joining, or NULL */
 };
 
-struct task_named {
-    const weft_site *site;
-    size_t size; /* of this allocation */
-    char name[];
-};
-
-static inline const weft_site *weft__task_site(const struct weft_task *t)
+static inline uintptr_t weft__task_word(const struct weft_task *t)
 {
-    if (t->info & 1)
-        return ((const struct task_named *)(t->info - 1))->site;
-    return (const weft_site *)t->info;
+    return atomic_load_explicit(&((struct weft_task *)t)->sched_word,
+                                memory_order_relaxed);
 }
 
-static inline const char *weft__task_name(const struct weft_task *t)
+static inline struct weft_sched *weft__task_sched(const struct weft_task *t)
 {
-    if (t->info & 1)
-        return ((const struct task_named *)(t->info - 1))->name;
-    return NULL;
+    return (struct weft_sched *)(weft__task_word(t) & ~(uintptr_t)TASK_W_BITS);
 }
+
+static inline unsigned weft__task_kind(const struct weft_task *t)
+{
+    return (unsigned)(weft__task_word(t) & TASK_W_KIND);
+}
+
+static inline const struct weft_task_vtable *
+weft__task_vt(const struct weft_task *t)
+{
+    return weft__task_vtables[weft__task_kind(t)];
+}
+
+/* Sets or clears owner-written bits (see sched_word). */
+static inline void weft__task_set_bits(struct weft_task *t, uintptr_t bits,
+                                       bool on)
+{
+    uintptr_t w = weft__task_word(t);
+    w = on ? w | bits : w & ~bits;
+    atomic_store_explicit(&t->sched_word, w, memory_order_relaxed);
+}
+
+static inline bool weft__task_yielded(const struct weft_task *t)
+{
+    return (weft__task_word(t) & TASK_W_YIELDED) != 0;
+}
+
+/* The owned list holding the task, plus one; 0 if it is in none. A
+ * scheduler with one list uses 1; the multi-thread one numbers its shards.
+ * Written by whoever links or unlinks the task, under that list's lock. */
+static inline unsigned weft__task_owned_no(const struct weft_task *t)
+{
+    return (unsigned)((weft__task_word(t) & TASK_W_OWNED) >>
+                      TASK_W_OWNED_SHIFT);
+}
+
+static inline bool weft__task_owned(const struct weft_task *t)
+{
+    return (weft__task_word(t) & TASK_W_OWNED) != 0;
+}
+
+static inline void weft__task_set_owned_no(struct weft_task *t, unsigned no)
+{
+    uintptr_t w = weft__task_word(t) & ~(uintptr_t)TASK_W_OWNED;
+    w |= ((uintptr_t)no << TASK_W_OWNED_SHIFT) & TASK_W_OWNED;
+    atomic_store_explicit(&t->sched_word, w, memory_order_relaxed);
+}
+
+static inline void weft__task_set_owned(struct weft_task *t, bool on)
+{
+    weft__task_set_owned_no(t, on ? 1 : 0);
+}
+
+/* A key to spread tasks over locks or shards: the address, hashed. */
+static inline size_t weft__task_hash(const struct weft_task *t)
+{
+    uintptr_t a = (uintptr_t)t >> 3;
+    return (size_t)((a ^ (a >> 9) ^ (a >> 17)) * 0x9E3779B1u);
+}
+
+/* The task's error-code slot (what join reports next to t->value). */
+static inline int *weft__task_err_slot(struct weft_task *t)
+{
+    return weft__task_vt(t)->err_slot(t);
+}
+
+const weft_site *weft__task_site(const struct weft_task *t);
+/* The name, or NULL. `trylock`: for a signal handler, which must not wait
+ * for a lock (NULL if it is taken). */
+const char *weft__task_name(const struct weft_task *t, bool trylock);
+/* The id if one was assigned (0 if none yet): for a signal handler. */
+uint64_t weft__task_id_peek(const struct weft_task *t);
 
 /* The poll context handed to futures. One per worker, refilled per poll. */
 struct weft_cx {
@@ -159,6 +259,9 @@ bool weft__task_to_idle(struct weft_task *t);
  * result, wakes the joiner, unlinks and drops the owned and poll references. */
 void weft__task_complete(struct weft_task *t, void *value, int err);
 
+/* The same after a READY poll, which stored the result itself. */
+void weft__task_finish(struct weft_task *t);
+
 void weft__task_ref(struct weft_task *t);
 void weft__task_unref(struct weft_task *t);
 /* Drops `n` references at once. */
@@ -175,14 +278,13 @@ static inline weft_waker weft__task_waker(struct weft_task *t)
     return w;
 }
 
-/* Initialises the common part of a new task and gives it an id. */
-void weft__task_init(struct weft_task *t, const struct weft_task_vtable *vt,
-                     const weft_site *site, bool handle);
+/* Initialises the common part of a new task of `kind` (TASK_KIND_*). */
+void weft__task_init(struct weft_task *t, unsigned kind, bool handle);
 
 /* Sets the name (copied). Returns 0 or -ENOMEM. */
 int weft__task_set_name(struct weft_task *t, const char *name);
 
-/* Releases what weft__task_init and set_name took (name). */
+/* Releases what set_name and weft_task_id took (the side-table record). */
 void weft__task_fini(struct weft_task *t);
 
 /* Submits a task that was just spawned to `rt`'s scheduler and hands out the
@@ -204,6 +306,9 @@ bool weft__task_is_coro(const struct weft_task *t);
 int weft__await_pending(weft_future *f, void **value);
 
 /* ---- futures (future.c) ---- */
+
+/* A future task's poll (its vtable's), called by the workers directly. */
+weft_poll weft__ftask_poll(struct weft_task *t, weft_cx *cx);
 
 /* weft_future.flags */
 enum {

@@ -8,11 +8,18 @@
  * 2 MiB chunks populated 64 KiB at a time as a bump pointer advances, and
  * freed objects are reused, never handed back to the kernel.
  *
- * Shape: size classes of 16 bytes up to 512; per thread, a free list per
+ * Shape: size classes of 8 bytes up to 512; per thread, a free list per
  * class; between threads, a depot of batches per class under a mutex (a
  * task freed on another worker than the one that allocated it goes into
  * that worker's list, and surplus batches go to the depot). A thread's
  * lists go to the depot when it exits. Bigger objects use malloc.
+ *
+ * Alignment: a size that is a multiple of 16 gets a 16-aligned block, any
+ * other size an 8-aligned one. That is all a C object can ask for (its size
+ * is a multiple of its alignment), and it lets a 24-byte oneshot or a
+ * 120-byte future task take 24 or 120 bytes instead of 32 or 128. Each
+ * thread carves the two kinds from two separate chunks ("arenas"), so that
+ * alternating sizes never leave 8-byte holes.
  *
  * Under ASan, TSan and valgrind every object comes from malloc, so that
  * those tools see each allocation.
@@ -46,7 +53,7 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
-#define GRAIN 16
+#define GRAIN 8
 #define MAX_SMALL 512
 #define CLASSES (MAX_SMALL / GRAIN)
 #define BATCH 64
@@ -96,11 +103,15 @@ static _Atomic(struct free_obj *) depot[CLASSES];
 
 /* ---- per thread ---- */
 
+struct arena {
+    char *bump, *bump_end, *populated; /* the current chunk */
+};
+
 struct thread_cache {
     struct free_obj *list[CLASSES];
     uint32_t count[CLASSES];
-    char *bump, *bump_end, *populated; /* the current chunk */
-    unsigned chunks;                   /* chunks this thread has mapped */
+    struct arena arena[2]; /* [1]: 16-byte multiples, 16-aligned */
+    unsigned chunks;       /* chunks this thread has mapped */
     bool registered;
 };
 
@@ -281,10 +292,12 @@ bool weft__mem_prefault(void)
     return true;
 }
 
-/* Carves `size` bytes off the thread's chunk, populating ahead. */
+/* Carves `size` bytes off the thread's chunk for that size's alignment
+ * (chunks are page-aligned), populating ahead. */
 static void *bump(size_t size)
 {
-    if (weft_unlikely(tc.bump + size > tc.bump_end)) {
+    struct arena *a = &tc.arena[(size & 15) == 0];
+    if (weft_unlikely(a->bump + size > a->bump_end)) {
         char *c = NULL;
         bool bulk = tc.chunks++ > 0;
         if (bulk) {
@@ -292,22 +305,22 @@ static void *bump(size_t size)
             c = ready_take();
         }
         if (c) {
-            tc.bump = c;
-            tc.populated = c + CHUNK; /* faulted in already */
+            a->bump = c;
+            a->populated = c + CHUNK; /* faulted in already */
         } else {
             if (!(c = new_chunk(bulk)))
                 return NULL;
-            tc.bump = tc.populated = c;
+            a->bump = a->populated = c;
         }
-        tc.bump_end = c + CHUNK;
+        a->bump_end = c + CHUNK;
     }
-    char *p = tc.bump;
-    tc.bump += size;
-    if (tc.bump > tc.populated) {
+    char *p = a->bump;
+    a->bump += size;
+    if (a->bump > a->populated) {
         /* One system call faults in the next 64 KiB; if the kernel lacks
          * MADV_POPULATE_WRITE, the pages fault in one by one instead. */
-        madvise(tc.populated, POPULATE_STEP, MADV_POPULATE_WRITE);
-        tc.populated += POPULATE_STEP;
+        madvise(a->populated, POPULATE_STEP, MADV_POPULATE_WRITE);
+        a->populated += POPULATE_STEP;
     }
     return p;
 }
@@ -355,12 +368,15 @@ static int class_of(size_t size)
     return (int)((size + GRAIN - 1) / GRAIN) - 1;
 }
 
+/* A free object holds two links (struct free_obj): nothing is smaller. */
+#define MIN_SMALL sizeof(struct free_obj)
+
 void *weft__alloc(size_t size)
 {
     if (injected_failure())
         return NULL;
-    if (size == 0)
-        size = 1;
+    if (size < MIN_SMALL)
+        size = MIN_SMALL;
     if (size > MAX_SMALL || plain_malloc())
         return malloc(size);
     return small_alloc(class_of(size));
@@ -378,8 +394,8 @@ void weft__free(void *p, size_t size)
 {
     if (!p)
         return;
-    if (size == 0)
-        size = 1;
+    if (size < MIN_SMALL)
+        size = MIN_SMALL;
     if (size > MAX_SMALL || plain_malloc()) {
         free(p);
         return;
