@@ -842,7 +842,7 @@ static const struct weft_sched_ops mt_ops = {
 };
 
 #ifndef WEFT_PARK_SPIN_NS
-#define WEFT_PARK_SPIN_NS 20000
+#define WEFT_PARK_SPIN_NS 0 /* off: see design.md, "Spinning before parking" */
 #endif
 
 static uint64_t park_spin_ns(void)
