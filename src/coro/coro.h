@@ -88,15 +88,15 @@ typedef struct weft_stack {
                                 just below */
     struct weft_stack *next; /* free-list links, owned by the pool */
     struct weft_stack *prev;
-    void *chunk;             /* the region this stack was carved from */
-    uint32_t size;           /* usable bytes (at most 1 GiB); lo + size is
-                                the (aligned) top */
-    uint32_t guard_size;     /* bytes of the region just below lo that is
-                                guarded (or, unguarded, left as a gap) */
-    unsigned vg_id;          /* valgrind stack id */
-    uint8_t guarded;         /* 1 if a guard region protects lo from below,
-                                0 if only the canary word at lo does */
-    uint8_t used;            /* handed out before (ASan must unpoison it) */
+    void *chunk;         /* the region this stack was carved from */
+    uint32_t size;       /* usable bytes (at most 1 GiB); lo + size is
+                            the (aligned) top */
+    uint32_t guard_size; /* bytes of the region just below lo that is
+                            guarded (or, unguarded, left as a gap) */
+    unsigned vg_id;      /* valgrind stack id */
+    uint8_t guarded;     /* 1 if a guard region protects lo from below,
+                            0 if only the canary word at lo does */
+    uint8_t used;        /* handed out before (ASan must unpoison it) */
 } weft_stack;
 
 typedef struct weft_stack_pool weft_stack_pool;
@@ -232,7 +232,7 @@ void weft__coro_suspend(weft_coro *c);
  * out-of-line path for canary-guarded stacks, which it must check. */
 #if !defined(WEFT_CORO_ASAN) && !defined(WEFT_CORO_TSAN)
 
-#if defined(__x86_64__) && defined(__LP64__) && defined(__OPTIMIZE__) &&      \
+#if defined(__x86_64__) && defined(__LP64__) && defined(__OPTIMIZE__) &&       \
     !defined(WEFT_PORTABLE_SWITCH) && !(defined(__CET__) && (__CET__ & 1))
 /* weft__ctx_switch() written out in place, for the host side of a resume.
  * Same context layout (switch-x86_64.S), so either side may use either
@@ -248,40 +248,39 @@ static inline __attribute__((always_inline)) void *
 weft__ctx_switch_host(void **save_sp, void *to_sp, void *arg)
 {
     void *ret;
-    __asm__ volatile("leaq -128(%%rsp), %%rsp\n\t"
-                     "leaq 1f(%%rip), %%rcx\n\t"
-                     "pushq %%rcx\n\t"
-                     "pushq %%rbp\n\t"
-                     "pushq %%rbx\n\t"
-                     "pushq %%r12\n\t"
-                     "pushq %%r13\n\t"
-                     "pushq %%r14\n\t"
-                     "pushq %%r15\n\t"
-                     "movq %%rsp, (%%rdi)\n\t"
-                     "movq %%rsi, %%rsp\n\t"
-                     "movq %%rdx, %%rax\n\t"
-                     "popq %%r15\n\t"
-                     "popq %%r14\n\t"
-                     "popq %%r13\n\t"
-                     "popq %%r12\n\t"
-                     "popq %%rbx\n\t"
-                     "popq %%rbp\n\t"
-                     "ret\n"
-                     "1:\n\t"
-                     "leaq 128(%%rsp), %%rsp"
-                     : "=a"(ret), "+D"(save_sp), "+S"(to_sp), "+d"(arg)
-                     :
-                     : "rcx", "r8", "r9", "r10", "r11", "memory", "cc",
-                       "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5",
-                       "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
-                       "xmm12", "xmm13", "xmm14", "xmm15", "st", "st(1)",
-                       "st(2)", "st(3)", "st(4)", "st(5)", "st(6)", "st(7)"
+    __asm__ volatile(
+        "leaq -128(%%rsp), %%rsp\n\t"
+        "leaq 1f(%%rip), %%rcx\n\t"
+        "pushq %%rcx\n\t"
+        "pushq %%rbp\n\t"
+        "pushq %%rbx\n\t"
+        "pushq %%r12\n\t"
+        "pushq %%r13\n\t"
+        "pushq %%r14\n\t"
+        "pushq %%r15\n\t"
+        "movq %%rsp, (%%rdi)\n\t"
+        "movq %%rsi, %%rsp\n\t"
+        "movq %%rdx, %%rax\n\t"
+        "popq %%r15\n\t"
+        "popq %%r14\n\t"
+        "popq %%r13\n\t"
+        "popq %%r12\n\t"
+        "popq %%rbx\n\t"
+        "popq %%rbp\n\t"
+        "ret\n"
+        "1:\n\t"
+        "leaq 128(%%rsp), %%rsp"
+        : "=a"(ret), "+D"(save_sp), "+S"(to_sp), "+d"(arg)
+        :
+        : "rcx", "r8", "r9", "r10", "r11", "memory", "cc", "xmm0", "xmm1",
+          "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+          "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "st", "st(1)",
+          "st(2)", "st(3)", "st(4)", "st(5)", "st(6)", "st(7)"
 #ifdef __AVX512F__
-                       ,
-                       "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21",
-                       "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27",
-                       "xmm28", "xmm29", "xmm30", "xmm31", "k1", "k2", "k3",
-                       "k4", "k5", "k6", "k7"
+          ,
+          "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22",
+          "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29",
+          "xmm30", "xmm31", "k1", "k2", "k3", "k4", "k5", "k6", "k7"
 #endif
     );
     return ret;

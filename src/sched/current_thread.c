@@ -161,7 +161,8 @@ static void stat_add(_Atomic uint64_t *c, uint64_t n)
 /* One step of the loop: poll one task, or park when there is none.
  * `tick` counts down the polls to the next look at the remote queue and
  * the timers. */
-static inline __attribute__((always_inline)) void run_once(struct ct_sched *s, unsigned *tick)
+static inline __attribute__((always_inline)) void run_once(struct ct_sched *s,
+                                                           unsigned *tick)
 {
     if (weft_unlikely(--*tick == 0)) {
         *tick = WEFT_REMOTE_INTERVAL;

@@ -320,7 +320,7 @@ static bool work_anywhere(struct mt_sched *s)
 /* A full local queue sends half of itself and `t` to the injection queue in
  * one batch. */
 static __attribute__((noinline)) void push_overflow(struct mt_worker *w,
-                                                   struct weft_task *t)
+                                                    struct weft_task *t)
 {
     while (!lq_push(&w->q, t)) {
         struct weft_task *half[WEFT_LOCAL_QUEUE_CAP / 2];
@@ -389,8 +389,8 @@ static uint64_t live_count(struct mt_sched *s)
         atomic_load_explicit(&s->remote_spawned, memory_order_acquire);
     uint64_t done = atomic_load_explicit(&s->remote_done, memory_order_acquire);
     for (int i = 0; i < s->n; i++) {
-        spawned += atomic_load_explicit(&s->workers[i].spawned,
-                                        memory_order_acquire);
+        spawned +=
+            atomic_load_explicit(&s->workers[i].spawned, memory_order_acquire);
         done += atomic_load_explicit(&s->workers[i].done, memory_order_acquire);
     }
     return spawned > done ? spawned - done : 0;
@@ -511,8 +511,8 @@ static struct weft_task *next_task(struct mt_worker *w)
     return inject_pop(w);
 }
 
-static inline __attribute__((always_inline)) void
-poll_one(struct mt_worker *w, struct weft_task *t)
+static inline __attribute__((always_inline)) void poll_one(struct mt_worker *w,
+                                                           struct weft_task *t)
 {
     STAT_ADD(w->m.polls, 1);
     if (weft__worker_poll(&w->base, t))
@@ -520,8 +520,8 @@ poll_one(struct mt_worker *w, struct weft_task *t)
 }
 
 /* Runs `t`, then whatever it put in the LIFO slot, within the cap. */
-static inline __attribute__((always_inline)) void
-run_task(struct mt_worker *w, struct weft_task *t)
+static inline __attribute__((always_inline)) void run_task(struct mt_worker *w,
+                                                           struct weft_task *t)
 {
     transition_from_searching(w);
     poll_one(w, t);
@@ -842,7 +842,8 @@ static const struct weft_sched_ops mt_ops = {
 };
 
 #ifndef WEFT_PARK_SPIN_NS
-#define WEFT_PARK_SPIN_NS 0 /* off: see design.md, "Spinning before parking" */
+/* Off by default: see design.md, "Spinning before parking". */
+#define WEFT_PARK_SPIN_NS 0
 #endif
 
 static uint64_t park_spin_ns(void)

@@ -41,9 +41,9 @@ struct weft_chan {
     char *buf __attribute__((aligned(64))); /* ring of `size` slots (a
                                                power of two) */
     size_t size;
-    size_t elem;  /* message size in bytes */
-    size_t cap;   /* SIZE_MAX when unbounded */
-    size_t batch; /* free slots needed before waiting senders are woken */
+    size_t elem;      /* message size in bytes */
+    size_t cap;       /* SIZE_MAX when unbounded */
+    size_t batch;     /* free slots needed before waiting senders are woken */
     uint32_t senders; /* handle count */
     void *mem;        /* the allocation this struct sits in */
 } __attribute__((aligned(64)));
@@ -478,9 +478,8 @@ static inline struct weft_worker *chan_fast_worker(void)
 
 /* The send must wait (called with the lock held): queue a future on this
  * coroutine's stack and suspend. */
-static __attribute__((noinline)) int send_wait(struct weft_chan *c,
-                                               const void *msg,
-                                               struct weft_worker *w)
+static __attribute__((noinline)) int
+send_wait(struct weft_chan *c, const void *msg, struct weft_worker *w)
 {
     struct sync_op op;
     sync_op_init(&op, &send_ops, NULL, c, (void *)msg, 0);

@@ -153,10 +153,10 @@ static struct free_obj *depot_pop(int cls)
     if (!atomic_load_explicit(&depot[cls], memory_order_relaxed))
         return NULL; /* a batch pushed meanwhile waits for the next miss */
     pthread_mutex_lock(&depot_lock);
-    struct free_obj *b = atomic_load_explicit(&depot[cls], memory_order_relaxed);
+    struct free_obj *b =
+        atomic_load_explicit(&depot[cls], memory_order_relaxed);
     if (b)
-        atomic_store_explicit(&depot[cls], b->next_batch,
-                              memory_order_relaxed);
+        atomic_store_explicit(&depot[cls], b->next_batch, memory_order_relaxed);
     pthread_mutex_unlock(&depot_lock);
     return b;
 }
