@@ -65,25 +65,14 @@ static bool on_owner(struct ct_sched *s)
 
 static void owned_link(struct ct_sched *s, struct weft_task *t)
 {
-    weft__task_set_owned(t, true);
-    t->owned_prev = NULL;
-    t->owned_next = s->owned;
-    if (s->owned)
-        s->owned->owned_prev = t;
-    s->owned = t;
+    weft__owned_push(&s->owned, t, 1);
     atomic_fetch_add_explicit(&s->owned_count, 1, memory_order_relaxed);
 }
 
 static void ct_release(struct weft_sched *base, struct weft_task *t)
 {
     struct ct_sched *s = ct_of(base);
-    if (t->owned_prev)
-        t->owned_prev->owned_next = t->owned_next;
-    else
-        s->owned = t->owned_next;
-    if (t->owned_next)
-        t->owned_next->owned_prev = t->owned_prev;
-    weft__task_set_owned(t, false);
+    weft__owned_remove(&s->owned, t);
     atomic_fetch_sub_explicit(&s->owned_count, 1, memory_order_relaxed);
 }
 

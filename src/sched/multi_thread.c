@@ -360,26 +360,6 @@ static void schedule_local(struct mt_worker *w, struct weft_task *t,
 
 /* ---- owned tasks and the live count ---- */
 
-static void shard_link(struct owned_shard *sh, struct weft_task *t)
-{
-    t->owned_prev = NULL;
-    t->owned_next = sh->head;
-    if (sh->head)
-        sh->head->owned_prev = t;
-    sh->head = t;
-}
-
-static void shard_unlink(struct owned_shard *sh, struct weft_task *t)
-{
-    if (t->owned_prev)
-        t->owned_prev->owned_next = t->owned_next;
-    else
-        sh->head = t->owned_next;
-    if (t->owned_next)
-        t->owned_next->owned_prev = t->owned_prev;
-    weft__task_set_owned_no(t, 0);
-}
-
 /* Spawned minus finished, summed over the workers. Read after the shards
  * were closed, the spawn counts are final and the done counts only grow, so
  * 0 means that every task has finished. Elsewhere it is an estimate. */
@@ -414,7 +394,7 @@ static __attribute__((noinline)) void release_flush(struct mt_worker *w)
             sync_lock(&sh->lock);
             locked = sh;
         }
-        shard_unlink(sh, t);
+        weft__owned_remove(&sh->head, t);
     }
     sync_unlock(&locked->lock);
     w->nrel = 0;
@@ -432,8 +412,7 @@ static int mt_spawn(struct weft_sched *base, struct weft_task *t)
         sync_unlock(&sh->lock);
         return -ESHUTDOWN;
     }
-    weft__task_set_owned_no(t, (unsigned)(sh - s->shards + 1));
-    shard_link(sh, t);
+    weft__owned_push(&sh->head, t, (unsigned)(sh - s->shards + 1));
     /* Counted under the shard lock, so that shutdown, which closes every
      * shard under its lock, sees every spawn it let in. */
     if (w)
@@ -468,7 +447,7 @@ static void mt_release(struct weft_sched *base, struct weft_task *t)
     struct owned_shard *sh = &s->shards[weft__task_owned_no(t) - 1];
     if (w && sh == w->shard) {
         sync_lock(&sh->lock);
-        shard_unlink(sh, t);
+        weft__owned_remove(&sh->head, t);
         sync_unlock(&sh->lock);
         STAT_ADD(w->done, 1);
     } else if (w) {
@@ -481,7 +460,7 @@ static void mt_release(struct weft_sched *base, struct weft_task *t)
         STAT_ADD(w->done, 1);
     } else {
         sync_lock(&sh->lock);
-        shard_unlink(sh, t);
+        weft__owned_remove(&sh->head, t);
         sync_unlock(&sh->lock);
         atomic_fetch_add(&s->remote_done, 1);
     }

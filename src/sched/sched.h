@@ -60,6 +60,34 @@ static inline void *weft__sched_alloc(size_t size)
     return p;
 }
 
+/* The owned list a scheduler keeps of its live tasks (doubly linked through
+ * owned_prev/owned_next, `*head` its first task), so that shutdown can find
+ * and cancel them. `no` is the list's number plus one, recorded in the
+ * task's sched word (a scheduler with one list passes 1). The caller
+ * serialises each list. */
+static inline void weft__owned_push(struct weft_task **head,
+                                    struct weft_task *t, unsigned no)
+{
+    weft__task_set_owned_no(t, no);
+    t->owned_prev = NULL;
+    t->owned_next = *head;
+    if (*head)
+        (*head)->owned_prev = t;
+    *head = t;
+}
+
+static inline void weft__owned_remove(struct weft_task **head,
+                                      struct weft_task *t)
+{
+    if (t->owned_prev)
+        t->owned_prev->owned_next = t->owned_next;
+    else
+        *head = t->owned_next;
+    if (t->owned_next)
+        t->owned_next->owned_prev = t->owned_prev;
+    weft__task_set_owned_no(t, 0);
+}
+
 /* A thread that polls tasks: the thread inside block_on for the current-
  * thread flavour, each worker thread for the multi-thread one. */
 struct weft_worker {

@@ -200,11 +200,6 @@ static inline void weft__task_set_owned_no(struct weft_task *t, unsigned no)
     atomic_store_explicit(&t->sched_word, w, memory_order_relaxed);
 }
 
-static inline void weft__task_set_owned(struct weft_task *t, bool on)
-{
-    weft__task_set_owned_no(t, on ? 1 : 0);
-}
-
 /* A key to spread tasks over locks or shards: the address, hashed. */
 static inline size_t weft__task_hash(const struct weft_task *t)
 {
