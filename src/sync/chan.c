@@ -467,13 +467,7 @@ int weft_chan_try_send(weft_chan_tx *tx, const void *msg)
  * which go through weft__worker_current() like everything else. */
 static inline struct weft_worker *chan_fast_worker(void)
 {
-    struct weft_worker *w = weft__tls_worker;
-    if (weft_likely(
-            w && w->host.running && w->cx.budget > 0 &&
-            !(atomic_load_explicit(&w->current->state, memory_order_relaxed) &
-              TASK_CANCELLED)))
-        return w;
-    return NULL;
+    return sync_fast_test(weft__tls_worker);
 }
 
 /* The send must wait (called with the lock held): queue a future on this

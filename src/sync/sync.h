@@ -300,22 +300,27 @@ weft_future *weft__sync_op_new(size_t extra, const weft_future_ops *ops,
                                const weft_site *site, void *obj, void *ptr,
                                uint64_t arg);
 
-/* The fast path of a coroutine-form call: the calling worker if the caller
- * is a coroutine task that has not been cancelled and has budget left, so
- * that an operation that completes at once may skip building a future; NULL
- * otherwise (then the call goes through weft__sync_run, which reports
+/* The fast path of a coroutine-form call: `w`, the calling thread's worker,
+ * if the caller is a coroutine task that has not been cancelled and has budget
+ * left, so that an operation that completes at once may skip building a future;
+ * NULL otherwise (then the call goes through weft__sync_run, which reports
  * -EPERM or -ECANCELED, or reschedules the task when the budget is spent). */
-static inline struct weft_worker *sync_fast_worker(void)
+static inline struct weft_worker *sync_fast_test(struct weft_worker *w)
 {
     /* host.running is the coroutine this worker has resumed, if any: set
      * exactly while a coroutine task runs (cheaper than asking the task). */
-    struct weft_worker *w = weft__worker_current();
     if (weft_likely(
             w && w->host.running && w->cx.budget > 0 &&
             !(atomic_load_explicit(&w->current->state, memory_order_relaxed) &
               TASK_CANCELLED)))
         return w;
     return NULL;
+}
+
+/* sync_fast_test of the worker read through weft__worker_current(). */
+static inline struct weft_worker *sync_fast_worker(void)
+{
+    return sync_fast_test(weft__worker_current());
 }
 
 /* The fast path enqueued `op` with this task's waker (as its first poll
