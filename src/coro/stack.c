@@ -258,6 +258,22 @@ static int madvise_retry(void *addr, size_t len, int advice)
     return rc;
 }
 
+/* One process_madvise() on this process, retried when interrupted.
+ * Returns the bytes advised, or -1. An error that says the kernel will not
+ * do it for us sets *unsupported, so that the caller stops asking. */
+static long pmadvise(const struct iovec *iov, unsigned n, int advice,
+                     _Atomic int *unsupported)
+{
+    long r;
+    do
+        r = syscall(SYS_process_madvise, PIDFD_SELF, iov, n, advice, 0);
+    while (r < 0 && (errno == EINTR || errno == EAGAIN));
+    if (r < 0 && (errno == EBADF || errno == EINVAL || errno == ENOSYS ||
+                  errno == EPERM))
+        atomic_store(unsupported, 1);
+    return r;
+}
+
 /* Installs MADV_GUARD_INSTALL guards for as many slots of `ch` as
  * process_madvise() will do, IOV_BATCH per system call instead of one each;
  * returns how many (0 on kernels without it for oneself). */
@@ -272,16 +288,9 @@ static unsigned guard_batch(weft_stack_pool *p, struct chunk *ch, size_t slot)
         for (unsigned j = 0; j < m; j++)
             iov[j] =
                 (struct iovec){ch->base + (done + j) * slot, p->guard_size};
-        long r = syscall(SYS_process_madvise, PIDFD_SELF, iov, m,
-                         MADV_GUARD_INSTALL, 0);
-        if (r < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        if (r < 0) {
-            if (errno == EBADF || errno == EINVAL || errno == ENOSYS ||
-                errno == EPERM)
-                atomic_store(&unsupported, 1);
+        long r = pmadvise(iov, m, MADV_GUARD_INSTALL, &unsupported);
+        if (r < 0)
             break;
-        }
         done += (unsigned)((size_t)r / p->guard_size); /* may be partial */
         if ((size_t)r < m * p->guard_size)
             break;
@@ -481,16 +490,9 @@ static void dontneed_runs(struct iovec *iov, unsigned n)
     unsigned done = 0;
     while (done < n &&
            !atomic_load_explicit(&unsupported, memory_order_relaxed)) {
-        long r = syscall(SYS_process_madvise, PIDFD_SELF, iov + done, n - done,
-                         MADV_DONTNEED, 0);
-        if (r < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        if (r < 0) {
-            if (errno == EBADF || errno == EINVAL || errno == ENOSYS ||
-                errno == EPERM)
-                atomic_store(&unsupported, 1);
+        long r = pmadvise(iov + done, n - done, MADV_DONTNEED, &unsupported);
+        if (r < 0)
             break;
-        }
         /* may be partial: skip the runs it did */
         size_t left = (size_t)r;
         while (done < n && left >= iov[done].iov_len)
