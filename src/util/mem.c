@@ -261,8 +261,6 @@ static void ready_ask(void)
         ;
 }
 
-static char *new_chunk(bool huge);
-
 bool weft__mem_prefault_wanted(void)
 {
     return atomic_load_explicit(&ready_demand, memory_order_relaxed) > 0;
