@@ -101,6 +101,22 @@ void bench_block_on(weft_runtime *rt, weft_task_fn fn, void *arg)
     int rc = weft_block_on(rt, fn, arg, NULL);
     if (rc < 0)
         bench_fail(BENCH_EXIT_FAIL, "weft_block_on: %s", weft_strerror(rc));
+    /* WEFT_BENCH_METRICS=1: the scheduler's counters on stderr, to see where
+     * the tasks ran (stdout keeps only RESULT lines). */
+    const char *e = getenv("WEFT_BENCH_METRICS");
+    if (e && *e == '1') {
+        weft_metrics m;
+        weft_runtime_metrics(rt, &m);
+        for (int i = 0; i < m.workers && i < WEFT_METRICS_MAX_WORKERS; i++)
+            fprintf(stderr,
+                    "worker %d: polls=%llu steals=%llu parks=%llu "
+                    "overflows=%llu busy_ms=%.1f\n",
+                    i, (unsigned long long)m.worker[i].polls,
+                    (unsigned long long)m.worker[i].steals,
+                    (unsigned long long)m.worker[i].parks,
+                    (unsigned long long)m.worker[i].overflows,
+                    (double)m.worker[i].busy_ns / 1e6);
+    }
 }
 
 long bench_peak_rss_kb(void)
