@@ -1581,4 +1581,41 @@ TEST(deadline_forms)
     run(deadline_body, NULL);
 }
 
+/* The plain calls inside a deadline scope (weft_scope_enter): a receive and
+ * a send that must wait fail with -ETIMEDOUT when the scope's deadline
+ * passes, and neither takes nor leaves a message behind. */
+static void *scope_body(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(weft_time_pause());
+    weft_chan_tx *tx;
+    weft_chan_rx *rx;
+    ASSERT_OK(weft_chan_new(&tx, &rx, sizeof(uint64_t), 1));
+    uint64_t v = 0, w = 2;
+    int64_t t0 = weft_now();
+    weft_scope s;
+    weft_scope_enter(&s, t0 + 50);
+    ASSERT_EQ(weft_chan_recv(rx, &v), -ETIMEDOUT);
+    ASSERT_EQ(weft_now(), t0 + 50);
+    weft_scope_exit(&s);
+    v = 1;
+    ASSERT_OK(weft_chan_send(tx, &v)); /* fills it */
+    weft_scope_enter(&s, weft_now() + 50);
+    ASSERT_EQ(weft_chan_send(tx, &w), -ETIMEDOUT);
+    weft_scope_exit(&s);
+    ASSERT_EQ(weft_chan_len(rx), 1);
+    ASSERT_OK(weft_chan_recv(rx, &v));
+    ASSERT_EQ(v, 1);
+    ASSERT_EQ(weft_chan_try_recv(rx, &v), -EAGAIN);
+    weft_chan_tx_free(tx);
+    weft_chan_rx_free(rx);
+    ASSERT_OK(weft_time_resume());
+    return NULL;
+}
+
+TEST(plain_calls_in_deadline_scope)
+{
+    run(scope_body, NULL);
+}
+
 TEST_MAIN()

@@ -479,7 +479,7 @@ send_wait(struct weft_chan *c, const void *msg, struct weft_worker *w)
     sync_op_init(&op, &send_ops, NULL, c, (void *)msg, 0);
     waiter_enqueue(&c->sendq, &op.w, &w->cx);
     sync_unlock(&c->lock);
-    return sync_await_queued(&op, NULL);
+    return sync_await_queued(&op);
 }
 
 static __attribute__((noinline)) int send_slow(struct weft_chan *c,
@@ -557,7 +557,7 @@ static __attribute__((noinline)) int recv_wait(struct weft_chan *c, void *out,
     sync_op_init(&op, &recv_ops, NULL, c, out, 0);
     waiter_enqueue(&c->recvq, &op.w, &w->cx);
     sync_unlock(&c->lock);
-    return sync_await_queued(&op, NULL);
+    return sync_await_queued(&op);
 }
 
 static __attribute__((noinline)) int recv_slow(struct weft_chan *c, void *out)

@@ -325,9 +325,9 @@ static inline struct weft_worker *sync_fast_worker(void)
 
 /* The fast path enqueued `op` with this task's waker (as its first poll
  * would have): await it, suspending first. */
-static inline int sync_await_queued(struct sync_op *op, void **value)
+static inline int sync_await_queued(struct sync_op *op)
 {
-    return weft__await_pending(&op->base, value);
+    return weft__await_pending_leaf(&op->base);
 }
 
 /* Runs `f` (caller storage, already initialised) to the end from the

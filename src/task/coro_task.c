@@ -205,6 +205,24 @@ int weft__await_pending(weft_future *f, void **value)
     return await_body(f, value, true);
 }
 
+int weft__await_pending_leaf(weft_future *f)
+{
+    struct coro_task *ct = current_coro(weft__worker_current());
+    struct coro_frame *fr = ct ? ct->frame : NULL;
+    /* A scope arms its timer before each suspension: the general loop. */
+    if (weft_likely(fr && !fr->scope)) {
+        while (!cancelled(ct)) {
+            weft__coro_suspend_inline(&fr->coro);
+            if (cancelled(ct))
+                break;
+            /* We may be on another worker now: its context. */
+            if (f->ops->poll(f, &weft__worker_current()->cx) == WEFT_READY)
+                return f->err;
+        }
+    }
+    return weft__await_pending(f, NULL);
+}
+
 int weft_yield(void)
 {
     struct weft_worker *w = weft__worker_current();

@@ -300,6 +300,13 @@ bool weft__task_is_coro(const struct weft_task *t);
  * (the first poll would only find it still pending). */
 int weft__await_pending(weft_future *f, void **value);
 
+/* weft__await_pending for a caller-storage future whose READY needs no drop
+ * or free (a sync operation on the coroutine's stack): after each wake it
+ * calls the poll function itself, without weft_await's bookkeeping. A
+ * deadline scope or a cancel hands over to weft__await_pending. Returns f's
+ * error, -ECANCELED or -ETIMEDOUT. */
+int weft__await_pending_leaf(weft_future *f);
+
 /* ---- futures (future.c) ---- */
 
 /* A future task's poll (its vtable's), called by the workers directly. */
