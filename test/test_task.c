@@ -558,6 +558,110 @@ TEST(budget_stops_a_task_that_is_always_ready)
     run(budget_body, NULL);
 }
 
+/* ---- wakes before the woken task runs ---- */
+
+/* A future that counts its polls and stays pending until `done`, keeping a
+ * clone of its task's waker. */
+struct wake_count_future {
+    weft_future base;
+    atomic_int *polls;
+    atomic_int *done;
+    weft_waker *waker;
+};
+
+static weft_poll wake_count_poll(weft_future *f, weft_cx *cx)
+{
+    struct wake_count_future *c = (struct wake_count_future *)f;
+    if (atomic_load(c->done)) {
+        atomic_fetch_add(c->polls, 1);
+        return weft_future_set(f, NULL, 0);
+    }
+    /* A task's waker is the same at every poll: keep the first clone. The
+     * count is published after it, for the test body on another thread. */
+    if (!c->waker->vtable)
+        *c->waker = weft_waker_clone(weft_cx_waker(cx));
+    atomic_fetch_add(c->polls, 1);
+    return WEFT_PENDING;
+}
+
+static const weft_future_ops wake_count_ops = {.poll = wake_count_poll,
+                                               .name = "counting"};
+
+/* Two wakes of a task before it runs (the second finds it queued) give one
+ * poll, not two: on one thread a wake takes the task straight to its next
+ * poll, and the second wake must see that. */
+static void *double_wake_body(void *arg)
+{
+    (void)arg;
+    atomic_int polls = 0, done = 0;
+    weft_waker waker = {0};
+    struct wake_count_future *c =
+        (struct wake_count_future *)weft_future_new(sizeof *c, &wake_count_ops);
+    ASSERT(c != NULL);
+    c->polls = &polls;
+    c->done = &done;
+    c->waker = &waker;
+    weft_task *t;
+    ASSERT_OK(weft_spawn_future(NULL, &t, &c->base, NULL));
+    while (atomic_load(&polls) < 1)
+        ASSERT_OK(weft_yield());
+    weft_waker_wake_by_ref(&waker);
+    weft_waker_wake_by_ref(&waker);
+    for (int i = 0; i < 8; i++)
+        ASSERT_OK(weft_yield());
+    if (!is_mt())
+        ASSERT_EQ(atomic_load(&polls), 2);
+    while (atomic_load(&polls) < 2)
+        ASSERT_OK(weft_yield());
+    atomic_store(&done, 1);
+    weft_waker_wake_by_ref(&waker);
+    ASSERT_OK(weft_join(t, NULL));
+    if (!is_mt())
+        ASSERT_EQ(atomic_load(&polls), 3);
+    weft_waker_drop(&waker);
+    weft_task_free(t);
+    return NULL;
+}
+
+TEST(two_wakes_before_running_give_one_poll)
+{
+    run(double_wake_body, NULL);
+}
+
+/* A task woken (and so queued) and then cancelled before it runs sees the
+ * cancel at that run. */
+static void *woken_then_cancelled_body(void *arg)
+{
+    (void)arg;
+    atomic_int polls = 0, done = 0;
+    weft_waker waker = {0};
+    struct wake_count_future *c =
+        (struct wake_count_future *)weft_future_new(sizeof *c, &wake_count_ops);
+    ASSERT(c != NULL);
+    c->polls = &polls;
+    c->done = &done;
+    c->waker = &waker;
+    weft_task *t;
+    ASSERT_OK(weft_spawn_future(NULL, &t, &c->base, NULL));
+    while (atomic_load(&polls) < 1)
+        ASSERT_OK(weft_yield());
+    weft_waker_wake_by_ref(&waker);
+    weft_task_cancel(t);
+    ASSERT_EQ(weft_join(t, NULL), -ECANCELED);
+    /* Dropped without another poll on one thread (on two it may have run
+     * between the wake and the cancel). */
+    if (!is_mt())
+        ASSERT_EQ(atomic_load(&polls), 1);
+    weft_waker_drop(&waker);
+    weft_task_free(t);
+    return NULL;
+}
+
+TEST(task_woken_then_cancelled_before_it_runs)
+{
+    run(woken_then_cancelled_body, NULL);
+}
+
 /* ---- cancellation at each kind of suspension point ---- */
 
 static void *cancel_in_await(void *arg)
@@ -970,7 +1074,7 @@ TEST(polled_future_is_not_reported)
 static void forget_without_debug(void)
 {
     setenv("WEFT_DEBUG", "0", 1);
-    weft_future_free(weft_future_new(sizeof(weft_future), &counting_ops));
+    weft_future_free(weft_future_new(sizeof(weft_future), &wake_count_ops));
 }
 
 TEST(never_polled_report_off_with_debug_0)
@@ -1150,7 +1254,7 @@ static void *spawn_errors_body(void *arg)
     ASSERT_EQ(weft_spawn_future(NULL, &t, NULL, NULL), -EINVAL);
     /* A caller-owned future cannot be spawned. */
     weft_future f;
-    weft_future_init(&f, &counting_ops);
+    weft_future_init(&f, &wake_count_ops);
     ASSERT_EQ(weft_spawn_future(NULL, &t, &f, NULL), -EINVAL);
     return NULL;
 }

@@ -45,6 +45,10 @@ struct weft_sched_ops {
 struct weft_sched {
     const struct weft_sched_ops *ops;
     weft_runtime *rt;
+    /* One thread polls every task (the current-thread flavour): a wake on
+     * that thread may claim the task for its next poll (task.c,
+     * wake_claim). */
+    bool one_thread;
 };
 
 /* Allocates a zeroed scheduler (a struct that starts with weft_sched),

@@ -127,8 +127,41 @@ void weft__task_finish(struct weft_task *t)
 }
 
 /* Wake by reference: no reference is consumed. */
+/* A wake on the one thread that polls every task of a current-thread
+ * scheduler. That thread is the only one that polls, so the waker can take
+ * the task straight to RUNNING, with the queue's reference as the poll's,
+ * and queue it as if it had yielded: its poll then skips to_running, one
+ * atomic operation fewer per wake and run. Foreign threads see a RUNNING
+ * task, which is true in the sense that matters to them: it will be polled
+ * (a wake sets NOTIFIED and the task runs once more; a cancel is seen by
+ * that poll). On this thread a RUNNING task is the one being polled or one
+ * already queued, so a second wake changes nothing. */
+static void wake_claim(struct weft_task *t, struct weft_worker *w)
+{
+    uint64_t s = load_state(t);
+    for (;;) {
+        if (s & (TASK_COMPLETE | TASK_NOTIFIED))
+            return;
+        if (s & TASK_RUNNING) {
+            if (w->current == t) /* woken from its own poll */
+                weft__task_set_bits(t, TASK_W_YIELDED, true);
+            return;
+        }
+        if (cas_state(t, &s, (s | TASK_RUNNING) + TASK_REF_ONE))
+            break;
+    }
+    weft__task_set_bits(t, TASK_W_YIELDED, true);
+    struct weft_sched *sc = weft__task_sched(t);
+    sc->ops->schedule(sc, t);
+}
+
 void weft__task_wake(struct weft_task *t)
 {
+    struct weft_worker *w = weft__tls_worker;
+    if (w && w->sched->one_thread && w->sched == weft__task_sched(t)) {
+        wake_claim(t, w);
+        return;
+    }
     uint64_t s = load_state(t);
     for (;;) {
         if (s & (TASK_COMPLETE | TASK_NOTIFIED))
