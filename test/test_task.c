@@ -628,6 +628,104 @@ TEST(two_wakes_before_running_give_one_poll)
     run(double_wake_body, NULL);
 }
 
+static void *wake_twice_thread(void *arg)
+{
+    weft_waker_wake_by_ref(arg);
+    weft_waker_wake_by_ref(arg);
+    return NULL;
+}
+
+/* The same with wakes from another thread, alone and after a wake on the
+ * runtime's thread: each batch of wakes that comes before a poll gives one
+ * poll, whatever mix of threads sent it. */
+static void *mixed_wakes_body(void *arg)
+{
+    (void)arg;
+    atomic_int polls = 0, done = 0;
+    weft_waker waker = {0};
+    struct wake_count_future *c =
+        (struct wake_count_future *)weft_future_new(sizeof *c, &wake_count_ops);
+    ASSERT(c != NULL);
+    c->polls = &polls;
+    c->done = &done;
+    c->waker = &waker;
+    weft_task *t;
+    ASSERT_OK(weft_spawn_future(NULL, &t, &c->base, NULL));
+    while (atomic_load(&polls) < 1)
+        ASSERT_OK(weft_yield());
+    for (int round = 0; round < 2; round++) {
+        int before = atomic_load(&polls);
+        if (round == 1)
+            weft_waker_wake_by_ref(&waker); /* queued here first */
+        pthread_t th;
+        ASSERT_OK(pthread_create(&th, NULL, wake_twice_thread, &waker));
+        ASSERT_OK(pthread_join(th, NULL));
+        while (atomic_load(&polls) < before + 1)
+            ASSERT_OK(weft_yield());
+        for (int i = 0; i < 300; i++) /* past the next remote-queue look */
+            ASSERT_OK(weft_yield());
+        if (!is_mt())
+            ASSERT_EQ(atomic_load(&polls), before + 1);
+    }
+    atomic_store(&done, 1);
+    weft_waker_wake_by_ref(&waker);
+    ASSERT_OK(weft_join(t, NULL));
+    weft_waker_drop(&waker);
+    weft_task_free(t);
+    return NULL;
+}
+
+TEST(foreign_wakes_before_running_give_one_poll)
+{
+    run(mixed_wakes_body, NULL);
+}
+
+/* A wake from another thread finds no memory to queue its entry: it is
+ * kept in the task's state and still reaches the task. */
+static void *wake_once_thread(void *arg)
+{
+    weft_waker_wake_by_ref(arg);
+    return NULL;
+}
+
+static void *wake_without_memory_body(void *arg)
+{
+    (void)arg;
+    if (is_mt())
+        return NULL; /* the entry is the current-thread runtime's */
+    atomic_int polls = 0, done = 0;
+    weft_waker waker = {0};
+    struct wake_count_future *c =
+        (struct wake_count_future *)weft_future_new(sizeof *c, &wake_count_ops);
+    ASSERT(c != NULL);
+    c->polls = &polls;
+    c->done = &done;
+    c->waker = &waker;
+    weft_task *t;
+    ASSERT_OK(weft_spawn_future(NULL, &t, &c->base, NULL));
+    while (atomic_load(&polls) < 1)
+        ASSERT_OK(weft_yield());
+    weft__fail_alloc_after(1); /* the entry array's first allocation */
+    pthread_t th;
+    ASSERT_OK(pthread_create(&th, NULL, wake_once_thread, &waker));
+    ASSERT_OK(pthread_join(th, NULL));
+    weft__fail_alloc_after(0);
+    for (int i = 0; i < 100000 && atomic_load(&polls) < 2; i++)
+        ASSERT_OK(weft_yield());
+    ASSERT_EQ(atomic_load(&polls), 2);
+    atomic_store(&done, 1);
+    weft_waker_wake_by_ref(&waker);
+    ASSERT_OK(weft_join(t, NULL));
+    weft_waker_drop(&waker);
+    weft_task_free(t);
+    return NULL;
+}
+
+TEST(foreign_wake_without_memory_is_not_lost)
+{
+    run(wake_without_memory_body, NULL);
+}
+
 /* A task woken (and so queued) and then cancelled before it runs sees the
  * cancel at that run. */
 static void *woken_then_cancelled_body(void *arg)

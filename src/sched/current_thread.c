@@ -18,10 +18,16 @@
  * started on fresh stacks). Taking the two in turn keeps both moving: no
  * stream of wakes can starve the spawns, and a yield still goes behind
  * every task that was already waiting to start.
+ *
+ * Its tasks are resident (task.h): they stay RUNNING between polls, so a
+ * wake on this thread is a queue push with no atomic operation, and a wake
+ * from another thread arrives on the remote queue even for a started task
+ * (drain_remote tells the two kinds of entry apart).
  */
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "rt/runtime.h"
@@ -44,8 +50,20 @@ struct ct_sched {
     uint64_t started_ns;
     size_t remote_len;
 
-    pthread_mutex_t lock; /* guards remote; closed is set under it */
-    struct fifo remote;
+    pthread_mutex_t lock; /* guards remote and bells; closed is set
+                             under it */
+    struct fifo remote;   /* spawns, and wakes of tasks not yet started */
+    /* Wakes from other threads of started (resident) tasks, each holding a
+     * reference. Not linked through the task's queue link, which the owner
+     * may be using at that moment (the task may be queued here as well, or
+     * completing, when the link holds its result). `spare` is the array the
+     * owner drains, swapped with `bells` under the lock. `rescan`: a bell
+     * found no memory, so the owner looks at every task for NOTIFIED. */
+    struct bells {
+        struct weft_task **at;
+        size_t n, cap;
+    } bells, spare;
+    bool rescan;
     _Atomic bool remote_pending;
     _Atomic bool closed;
 
@@ -93,6 +111,51 @@ static bool push_remote(struct ct_sched *s, struct weft_task *t, bool new_task)
     return true;
 }
 
+/* Doubles the bell array (under the lock). False if there is no memory. */
+static bool bells_grow(struct bells *b)
+{
+    size_t ncap = b->cap ? b->cap * 2 : 16;
+    struct weft_task **na = weft__alloc(ncap * sizeof *na);
+    if (!na)
+        return false;
+    if (b->n)
+        memcpy(na, b->at, b->n * sizeof *na);
+    if (b->at)
+        weft__free(b->at, b->cap * sizeof *na);
+    b->at = na;
+    b->cap = ncap;
+    return true;
+}
+
+static void bells_free(struct bells *b)
+{
+    if (b->at)
+        weft__free(b->at, b->cap * sizeof *b->at);
+    b->at = NULL;
+    b->n = b->cap = 0;
+}
+
+/* A wake from another thread of a started task (task.h, resident tasks),
+ * holding a reference for the owner. */
+static void ct_wake_running(struct weft_sched *base, struct weft_task *t)
+{
+    struct ct_sched *s = ct_of(base);
+    bool kept = true;
+    pthread_mutex_lock(&s->lock);
+    if (s->bells.n < s->bells.cap || bells_grow(&s->bells)) {
+        s->bells.at[s->bells.n++] = t;
+    } else {
+        /* The wake lives on in the task's NOTIFIED bit alone. */
+        s->rescan = true;
+        kept = false;
+    }
+    atomic_store_explicit(&s->remote_pending, true, memory_order_release);
+    pthread_mutex_unlock(&s->lock);
+    if (!kept)
+        weft__task_unref(t); /* the waker still holds the task */
+    weft__driver_unpark(s->driver);
+}
+
 static void drain_remote(struct ct_sched *s)
 {
     if (!atomic_load_explicit(&s->remote_pending, memory_order_acquire))
@@ -102,13 +165,31 @@ static void drain_remote(struct ct_sched *s)
     got = s->remote;
     s->remote.head = s->remote.tail = NULL;
     s->remote_len = 0;
+    struct bells b = s->bells;
+    s->bells = s->spare;
+    bool rescan = s->rescan;
+    s->rescan = false;
     atomic_store_explicit(&s->remote_pending, false, memory_order_relaxed);
     pthread_mutex_unlock(&s->lock);
-    /* Spawns that came from outside join the owned list here. */
-    for (struct weft_task *t = got.head; t; t = t->next)
+    struct weft_task *t, *next;
+    for (t = got.head; t; t = next) {
+        next = t->next;
+        /* Spawns that came from outside join the owned list here. */
         if (!weft__task_owned(t) && !(atomic_load(&t->state) & TASK_COMPLETE))
             owned_link(s, t);
-    fifo_append(&s->hot, &got);
+        fifo_push(&s->hot, t);
+    }
+    for (size_t i = 0; i < b.n; i++)
+        if (weft__task_remote_woken(b.at[i]))
+            fifo_push(&s->hot, b.at[i]);
+    b.n = 0;
+    pthread_mutex_lock(&s->lock);
+    s->spare = b;
+    pthread_mutex_unlock(&s->lock);
+    if (weft_unlikely(rescan))
+        for (t = s->owned; t; t = t->owned_next)
+            if (weft__task_rescan_woken(t))
+                fifo_push(&s->hot, t);
 }
 
 static int ct_spawn(struct weft_sched *base, struct weft_task *t)
@@ -176,7 +257,7 @@ static inline __attribute__((always_inline)) void run_once(struct ct_sched *s,
         return;
     }
     stat_add(&s->polls, 1);
-    if (weft__worker_poll(&s->worker, t))
+    if (weft__worker_poll(&s->worker, t, true))
         fifo_push(&s->cold, t); /* it yielded */
 }
 
@@ -243,6 +324,8 @@ static int ct_shutdown(struct weft_sched *base, int64_t timeout_ms)
 static void ct_free(struct weft_sched *base)
 {
     struct ct_sched *s = ct_of(base);
+    bells_free(&s->bells);
+    bells_free(&s->spare);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -253,7 +336,7 @@ static void ct_metrics(struct weft_sched *base, weft_metrics *out)
     out->workers = 1;
     out->live_tasks = atomic_load(&s->owned_count);
     pthread_mutex_lock(&s->lock);
-    out->global_queue_depth = s->remote_len;
+    out->global_queue_depth = s->remote_len + s->bells.n;
     pthread_mutex_unlock(&s->lock);
     weft_worker_metrics *m = &out->worker[0];
     m->polls = atomic_load_explicit(&s->polls, memory_order_relaxed);
@@ -267,6 +350,7 @@ static void ct_metrics(struct weft_sched *base, weft_metrics *out)
 static const struct weft_sched_ops ct_ops = {
     .spawn = ct_spawn,
     .schedule = ct_schedule,
+    .wake_running = ct_wake_running,
     .release = ct_release,
     .block_on = ct_block_on,
     .shutdown = ct_shutdown,

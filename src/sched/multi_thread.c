@@ -494,7 +494,7 @@ static inline __attribute__((always_inline)) void poll_one(struct mt_worker *w,
                                                            struct weft_task *t)
 {
     STAT_ADD(w->m.polls, 1);
-    if (weft__worker_poll(&w->base, t))
+    if (weft__worker_poll(&w->base, t, false))
         push_local(w, t); /* yielded or woken while running: to the back */
 }
 
@@ -681,10 +681,10 @@ static void drain_stale(struct mt_worker *w)
     struct weft_task *t;
     if ((t = w->lifo)) {
         w->lifo = NULL;
-        weft__worker_poll(&w->base, t);
+        weft__worker_poll(&w->base, t, false);
     }
     while ((t = lq_pop(&w->q)))
-        weft__worker_poll(&w->base, t);
+        weft__worker_poll(&w->base, t, false);
 }
 
 static void *worker_main(void *arg)

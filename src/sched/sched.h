@@ -25,6 +25,10 @@ struct weft_sched_ops {
     /* Queues a task that became NOTIFIED and carries a queue reference.
      * Any thread; from a foreign thread it unparks the runtime. */
     void (*schedule)(struct weft_sched *s, struct weft_task *t);
+    /* Resident tasks only (task.h): queues a wake, from a thread that is
+     * not the scheduler's, of a task that has started (it is RUNNING); the
+     * wake carries a reference. NULL when the tasks are not resident. */
+    void (*wake_running)(struct weft_sched *s, struct weft_task *t);
     /* Unlinks a task that completed from the owned list. Called on the
      * thread that completed it. */
     void (*release)(struct weft_sched *s, struct weft_task *t);
@@ -45,9 +49,8 @@ struct weft_sched_ops {
 struct weft_sched {
     const struct weft_sched_ops *ops;
     weft_runtime *rt;
-    /* One thread polls every task (the current-thread flavour): a wake on
-     * that thread may claim the task for its next poll (task.c,
-     * wake_claim). */
+    /* One thread polls every task (the current-thread flavour): its tasks
+     * are resident (task.h). */
     bool one_thread;
 };
 
@@ -117,11 +120,12 @@ struct weft_worker *weft__worker_current(void);
 /* Polls `t` (which the caller popped from a run queue) on worker `w`.
  * Returns true if the task must go back to the end of a run queue (it
  * yielded, or was woken while running); the queue reference goes with it.
- * Inline, and coroutine tasks resumed without the vtable call, so that a
- * coroutine switches straight back into the scheduler's loop (coro.h,
- * weft__coro_resume_inline). */
+ * `resident`: the scheduler's tasks are resident (task.h), so one that
+ * returns PENDING stays RUNNING instead of going idle. Inline, and coroutine
+ * tasks resumed without the vtable call, so that a coroutine switches straight
+ * back into the scheduler's loop (coro.h, weft__coro_resume_inline). */
 static inline __attribute__((always_inline)) bool
-weft__worker_poll(struct weft_worker *w, struct weft_task *t)
+weft__worker_poll(struct weft_worker *w, struct weft_task *t, bool resident)
 {
     enum task_run run;
     uintptr_t word = weft__task_word(t);
@@ -130,10 +134,10 @@ weft__worker_poll(struct weft_worker *w, struct weft_task *t)
          * that came meanwhile only set bits. */
         word &= ~(uintptr_t)TASK_W_YIELDED;
         atomic_store_explicit(&t->sched_word, word, memory_order_relaxed);
-        run = atomic_load_explicit(&t->state, memory_order_relaxed) &
-                      TASK_CANCELLED
-                  ? RUN_CANCELLED
-                  : RUN_OK;
+        uint64_t st = atomic_load_explicit(&t->state, memory_order_relaxed);
+        if (resident && weft_unlikely(st & TASK_NOTIFIED))
+            weft__task_take_notified(t);
+        run = st & TASK_CANCELLED ? RUN_CANCELLED : RUN_OK;
     } else {
         run = weft__task_to_running(t);
         if (run == RUN_GONE)
@@ -163,6 +167,8 @@ weft__worker_poll(struct weft_worker *w, struct weft_task *t)
     }
     if (word & TASK_W_YIELDED)
         return true;
+    if (resident && kind != TASK_KIND_BLOCKING)
+        return false; /* parked: it stays RUNNING (task.h) */
     return weft__task_to_idle(t);
 }
 

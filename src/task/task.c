@@ -126,61 +126,117 @@ void weft__task_finish(struct weft_task *t)
     weft__task_unref_n(t, 2);
 }
 
-/* Wake by reference: no reference is consumed. */
-/* A wake on the one thread that polls every task of a current-thread
- * scheduler. That thread is the only one that polls, so the waker can take
- * the task straight to RUNNING, with the queue's reference as the poll's,
- * and queue it as if it had yielded: its poll then skips to_running, one
- * atomic operation fewer per wake and run. Foreign threads see a RUNNING
- * task, which is true in the sense that matters to them: it will be polled
- * (a wake sets NOTIFIED and the task runs once more; a cancel is seen by
- * that poll). On this thread a RUNNING task is the one being polled or one
- * already queued, so a second wake changes nothing. */
-static void wake_claim(struct weft_task *t, struct weft_worker *w)
+/* Tasks of a current-thread runtime are resident (not blocking jobs,
+ * which run on pool threads and have no scheduler): see task.h. */
+static bool resident(const struct weft_task *t, const struct weft_sched *sc)
+{
+    return weft__task_kind(t) != TASK_KIND_BLOCKING && sc->one_thread;
+}
+
+/* A wake of a resident task on the runtime's own thread. Only this thread
+ * sets RUNNING or COMPLETE on such a task, so one plain load tells its
+ * state: not yet started (it is queued), finished, being polled, queued
+ * again (the yielded bit), or parked. Only a parked task needs queueing,
+ * and that is a queue push with the yielded bit set: no atomic operation. */
+static void wake_local(struct weft_task *t, struct weft_worker *w,
+                       struct weft_sched *sc)
 {
     uint64_t s = load_state(t);
-    for (;;) {
-        if (s & (TASK_COMPLETE | TASK_NOTIFIED))
-            return;
-        if (s & TASK_RUNNING) {
-            if (w->current == t) /* woken from its own poll */
-                weft__task_set_bits(t, TASK_W_YIELDED, true);
-            return;
-        }
-        if (cas_state(t, &s, (s | TASK_RUNNING) + TASK_REF_ONE))
-            break;
+    if (!(s & TASK_RUNNING)) {
+        /* Not started (NOTIFIED, queued) or COMPLETE. */
+        WEFT_DASSERT(s & (TASK_NOTIFIED | TASK_COMPLETE));
+        return;
     }
+    if (weft__task_yielded(t))
+        return;
     weft__task_set_bits(t, TASK_W_YIELDED, true);
-    struct weft_sched *sc = weft__task_sched(t);
+    if (w->current == t)
+        return; /* woken from its own poll: re-queued when it ends */
     sc->ops->schedule(sc, t);
 }
 
+/* Wake by reference: no reference is consumed. */
 void weft__task_wake(struct weft_task *t)
 {
-    struct weft_worker *w = weft__tls_worker;
-    if (w && w->sched->one_thread && w->sched == weft__task_sched(t)) {
-        wake_claim(t, w);
-        return;
+    struct weft_sched *sc = weft__task_sched(t);
+    bool res = resident(t, sc);
+    if (res) {
+        struct weft_worker *w = weft__tls_worker;
+        if (w && w->sched == sc) {
+            wake_local(t, w, sc);
+            return;
+        }
     }
+    /* From another thread, a resident task is queued even while RUNNING
+     * (it may be parked), with a reference, as a bell (wake_running): the
+     * owner takes it with weft__task_remote_woken. */
     uint64_t s = load_state(t);
+    bool queue;
     for (;;) {
         if (s & (TASK_COMPLETE | TASK_NOTIFIED))
             return;
         uint64_t n = s | TASK_NOTIFIED;
-        if (!(s & TASK_RUNNING))
+        queue = res || !(s & TASK_RUNNING);
+        if (queue)
             n += TASK_REF_ONE; /* the queue entry's reference */
         if (cas_state(t, &s, n))
             break;
     }
-    if (!(s & TASK_RUNNING)) {
-        struct weft_sched *sc = weft__task_sched(t);
+    if (!queue)
+        return;
+    if (res && (s & TASK_RUNNING))
+        sc->ops->wake_running(sc, t);
+    else
         sc->ops->schedule(sc, t);
-    }
+}
+
+bool weft__task_remote_woken(struct weft_task *t)
+{
+    /* Takes the wake unless a poll took it first (weft__task_take_notified)
+     * or the task finished meanwhile, then drops the entry's reference,
+     * which may be the last one of a finished task. */
+    uint64_t s = atomic_fetch_and_explicit(&t->state, ~(uint64_t)TASK_NOTIFIED,
+                                           memory_order_acq_rel);
+    bool queue =
+        (s & TASK_NOTIFIED) && (s & TASK_RUNNING) && !weft__task_yielded(t);
+    if (queue)
+        weft__task_set_bits(t, TASK_W_YIELDED, true);
+    weft__task_unref(t); /* a queued task is RUNNING: not the last */
+    return queue;
+}
+
+bool weft__task_rescan_woken(struct weft_task *t)
+{
+    uint64_t s = load_state(t);
+    if ((s & (TASK_RUNNING | TASK_NOTIFIED)) != (TASK_RUNNING | TASK_NOTIFIED))
+        return false;
+    atomic_fetch_and_explicit(&t->state, ~(uint64_t)TASK_NOTIFIED,
+                              memory_order_acq_rel);
+    if (weft__task_yielded(t))
+        return false;
+    weft__task_set_bits(t, TASK_W_YIELDED, true);
+    return true;
+}
+
+void weft__task_take_notified(struct weft_task *t)
+{
+    atomic_fetch_and_explicit(&t->state, ~(uint64_t)TASK_NOTIFIED,
+                              memory_order_acq_rel);
 }
 
 void weft__task_cancel(struct weft_task *t)
 {
     uint64_t s = load_state(t);
+    if (resident(t, weft__task_sched(t))) {
+        /* A started resident task is RUNNING while parked: set the bit,
+         * then wake it like any other event would. */
+        while (!(s & (TASK_COMPLETE | TASK_CANCELLED)) && (s & TASK_RUNNING)) {
+            if (cas_state(t, &s, s | TASK_CANCELLED)) {
+                weft__task_wake(t);
+                return;
+            }
+        }
+    }
     for (;;) {
         if (s & (TASK_COMPLETE | TASK_CANCELLED))
             return;

@@ -54,6 +54,18 @@
  *                            JOIN_WAITERS; drops the owned and poll
  *                            references
  *   handle free           clears JOIN_INTEREST, drops the handle reference
+ *
+ * Resident tasks (every task of a current-thread runtime but blocking
+ * jobs): one thread polls them all, so after its first poll such a task
+ * stays RUNNING until it completes (no to_idle; the poll's reference stays
+ * with it). While it waits it is "parked": RUNNING, not being polled, and
+ * its yielded bit clear. On the runtime's thread a wake of a parked task
+ * sets the yielded bit and queues it, with no atomic operation, and a wake
+ * of a queued one does nothing. From another thread a wake sets NOTIFIED
+ * and queues the task with a reference even though it is RUNNING (the
+ * scheduler's wake_running); the owner takes that entry with
+ * weft__task_remote_woken, unless a poll that starts first took NOTIFIED
+ * (weft__task_take_notified). A cancel sets CANCELLED, then wakes.
  */
 enum {
     TASK_RUNNING = 1u << 0,
@@ -286,6 +298,23 @@ void weft__task_fini(struct weft_task *t);
  * handle. On failure the task is freed and *out is NULL. */
 int weft__task_submit_new(weft_runtime *rt, struct weft_task *t,
                           weft_task **out);
+
+/* The owner of a current-thread runtime takes a remote wake of a resident
+ * task (the scheduler's wake_running): clears NOTIFIED and drops the
+ * entry's reference. Returns true if the task was parked and must now be
+ * queued (its yielded bit is set); false if it is queued already, has
+ * finished, or a poll since the wake took NOTIFIED (that poll saw what the
+ * wake announced). */
+bool weft__task_remote_woken(struct weft_task *t);
+
+/* The same for a task with NOTIFIED set by a remote wake that found no
+ * memory for its entry (and so holds no reference). */
+bool weft__task_rescan_woken(struct weft_task *t);
+
+/* A poll of a resident task is about to start and NOTIFIED is set (a wake
+ * from another thread is on its way): the poll takes it, so that the
+ * remote entry will not poll the task once more for nothing. */
+void weft__task_take_notified(struct weft_task *t);
 
 /* Cancels (as weft_task_cancel) every task; used by shutdown. */
 void weft__task_cancel(struct weft_task *t);
