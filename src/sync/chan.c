@@ -26,17 +26,14 @@
  */
 #include "sync/sync.h"
 
-/* Three cache lines. With a sender and a receiver on two workers every
+/* Two cache lines. With a sender and a receiver on two workers every
  * operation moves the line it writes from the other CPU; the fields that
- * every send writes (and the queue heads it tests) share the first line,
- * the second holds what operations only read, which stays cached on both
- * CPUs, and the third is the receive cache's, which the receivers of a
- * channel that has one write and the senders read only when the channel
- * looks full. */
+ * every send and receive writes (and the queue heads they test) share the
+ * first line, and the second holds what they only read, which stays
+ * cached on both CPUs. */
 struct weft_chan {
     struct sync_lock lock;
-    uint32_t out; /* messages moved to the receive cache and not yet
-                     credited back: they count against the capacity */
+    uint32_t receivers; /* handle count */
     size_t head, len;
     size_t reserved; /* free slots promised to woken senders */
     struct waitq recvq, sendq;
@@ -44,31 +41,14 @@ struct weft_chan {
     char *buf __attribute__((aligned(64))); /* ring of `size` slots (a
                                                power of two) */
     size_t size;
-    size_t elem;        /* message size in bytes */
-    size_t cap;         /* SIZE_MAX when unbounded */
-    size_t batch;       /* free slots needed before waiting senders are woken */
-    uint32_t senders;   /* handle count */
-    uint32_t receivers; /* handle count */
-    void *mem;          /* the allocation this struct sits in */
-    char *rbuf;         /* the receive cache: `rcap` slots, or NULL */
-    /* the receive cache (channels with rbuf): the next messages in order,
-     * taken from the ring `rcap` at a time under both locks, popped under
-     * rlock alone */
-    struct sync_lock rlock __attribute__((aligned(64)));
-    uint32_t rcap, rhead, rlen;
-    _Atomic size_t popped; /* messages popped from the cache, ever; written
-                              under rlock, read under lock */
-    size_t credited;       /* `popped` when `out` was last credited (lock) */
+    size_t elem;      /* message size in bytes */
+    size_t cap;       /* SIZE_MAX when unbounded */
+    size_t batch;     /* free slots needed before waiting senders are woken */
+    uint32_t senders; /* handle count */
+    void *mem;        /* the allocation this struct sits in */
 } __attribute__((aligned(64)));
 
 #define CHAN_ALLOC (sizeof(struct weft_chan) + 64)
-
-/* Receive cache: at most this many messages and bytes, and an eighth of the
- * capacity; a channel whose cache would hold fewer than RCACHE_MIN messages
- * has none (W3's capacity 1 keeps the one-lock path). */
-#define RCACHE_MAX 64
-#define RCACHE_BYTES 512
-#define RCACHE_MIN 8
 
 #define CHAN_FIRST_SIZE 16
 
@@ -157,97 +137,7 @@ static inline void ring_pop(struct weft_chan *c, void *out)
     c->len--;
 }
 
-/* Puts `msg` at the front of the ring, which grows past the capacity if it
- * must (a message put back: see put_back). */
-static void ring_push_front(struct weft_chan *c, const void *msg)
-{
-    if (c->len == c->size && ring_grow(c) < 0)
-        weft__panic(__FILE__, __LINE__,
-                    "out of memory putting a message back in a channel");
-    c->head = (c->head - 1) & (c->size - 1);
-    copy_msg(ring_slot(c, 0), msg, c->elem);
-    c->len++;
-}
-
-/* ---- the receive cache ---- */
-
-/* A receiver that finds the cache empty takes the channel lock once and
- * moves up to `rcap` messages from the front of the ring into the cache;
- * the next receives pop them under `rlock` alone. With the senders on
- * another CPU, the line holding the channel lock then crosses once per
- * batch instead of once per message. The cache holds the oldest messages
- * (FIFO: receivers empty it before they look at the ring), and they count
- * against the capacity (`out`) until credited back: by the next refill,
- * or by a sender that finds the channel full and reads `popped`, so a
- * try_send sees exactly the room a channel without a cache would have.
- * Invariants, under both locks: out == rlen + (popped - credited);
- * recvq non-empty => len == 0 and rlen == 0. Lock order: rlock, then lock. */
-
-static inline char *cache_slot(struct weft_chan *c, uint32_t i)
-{
-    return c->rbuf + (size_t)((c->rhead + i) & (c->rcap - 1)) * c->elem;
-}
-
-/* Under rlock: pops the oldest cached message. */
-static inline void cache_pop(struct weft_chan *c, void *out)
-{
-    copy_msg(out, cache_slot(c, 0), c->elem);
-    c->rhead++;
-    c->rlen--;
-    atomic_store_explicit(
-        &c->popped, atomic_load_explicit(&c->popped, memory_order_relaxed) + 1,
-        memory_order_release);
-}
-
-/* Under lock: gives back the capacity of the messages popped from the
- * cache since the last credit. */
-static inline void cache_credit(struct weft_chan *c)
-{
-    size_t p = atomic_load_explicit(&c->popped, memory_order_acquire);
-    c->out -= (uint32_t)(p - c->credited);
-    c->credited = p;
-}
-
-/* Under both locks, cache empty and ring not: moves up to `rcap` messages
- * from the front of the ring to the cache. */
-static void cache_fill(struct weft_chan *c)
-{
-    size_t n = c->len < c->rcap ? c->len : c->rcap;
-    size_t first = c->size - c->head;
-    if (first > n)
-        first = n;
-    memcpy(c->rbuf, ring_slot(c, 0), first * c->elem);
-    memcpy(c->rbuf + first * c->elem, c->buf, (n - first) * c->elem);
-    c->head = (c->head + n) & (c->size - 1);
-    c->len -= n;
-    c->out += (uint32_t)n;
-    c->rhead = 0;
-    c->rlen = (uint32_t)n;
-}
-
-/* Under both locks: puts `msg` in front of every cached message. A full
- * cache first gives its newest message back to the front of the ring. */
-static void cache_push_front(struct weft_chan *c, const void *msg)
-{
-    cache_credit(c);
-    if (c->rlen == c->rcap) {
-        ring_push_front(c, cache_slot(c, c->rlen - 1));
-        c->rlen--;
-        c->out--;
-    }
-    c->rhead--;
-    copy_msg(cache_slot(c, 0), msg, c->elem);
-    c->rlen++;
-    c->out++;
-}
-
 /* ---- the two operations, under the lock ---- */
-
-/* Slots taken: messages in the ring and the cache, and reservations. */
-static inline size_t chan_taken(const struct weft_chan *c)
-{
-    return c->len + c->out + c->reserved;
-}
 
 /* Hands free slots to waiting senders, oldest first, once a quarter of the
  * buffer is free (`batch`): waking a sender for every slot a receiver frees
@@ -259,23 +149,12 @@ static inline size_t chan_taken(const struct weft_chan *c)
  * at a half.) */
 static void grant_senders(struct weft_chan *c, struct wake_list *wl)
 {
-    if (chan_taken(c) + c->batch > c->cap)
+    if (c->len + c->reserved + c->batch > c->cap)
         return;
-    while (c->sendq.head && chan_taken(c) < c->cap) {
+    while (c->sendq.head && c->len + c->reserved < c->cap) {
         c->reserved++;
         waitq_claim_one(&c->sendq, 1, wl);
     }
-}
-
-/* The channel looks full to a sender with nobody queued before it: the
- * receivers may have popped cached messages since they were last credited.
- * Returns true if there is room after all. */
-static __attribute__((noinline)) bool send_room(struct weft_chan *c)
-{
-    if (!c->out)
-        return false;
-    cache_credit(c);
-    return chan_taken(c) < c->cap;
 }
 
 /* Sends `msg` if that needs no wait. `reserved`: the caller held a slot
@@ -295,8 +174,7 @@ send_locked(struct weft_chan *c, const void *msg, bool reserved,
         return 0;
     }
     /* Queue behind waiting senders even when there is room (FIFO). */
-    if (!reserved && (chan_taken(c) >= c->cap || c->sendq.head != NULL) &&
-        (c->sendq.head != NULL || !send_room(c)))
+    if (!reserved && (c->len + c->reserved >= c->cap || c->sendq.head != NULL))
         return -EAGAIN;
     return ring_push(c, msg);
 }
@@ -314,57 +192,8 @@ recv_locked(struct weft_chan *c, void *out, struct wake_list *wl)
     return c->senders ? -EAGAIN : -EPIPE;
 }
 
-/* recv_locked for a channel with a receive cache, its cache found empty
- * (under both locks): the first message to `out`, the next ones to the
- * cache. */
-static int recv_refill(struct weft_chan *c, void *out, struct wake_list *wl)
-{
-    cache_credit(c);
-    if (!c->len)
-        return c->senders ? -EAGAIN : -EPIPE;
-    ring_pop(c, out);
-    if (c->len)
-        cache_fill(c);
-    if (c->sendq.head != NULL)
-        grant_senders(c, wl);
-    return 0;
-}
-
-static __attribute__((noinline)) int
-recv_start_cached(struct weft_chan *c, void *out, struct wake_list *wl)
-{
-    sync_lock(&c->rlock);
-    if (weft_likely(c->rlen)) {
-        cache_pop(c, out);
-        sync_unlock(&c->rlock);
-        return 0;
-    }
-    sync_lock(&c->lock);
-    int rc = recv_refill(c, out, wl);
-    sync_unlock(&c->rlock);
-    if (rc != -EAGAIN)
-        sync_unlock(&c->lock);
-    return rc;
-}
-
-/* Receives into `out` if that needs no wait. Returns 0 or -EPIPE with no
- * lock held, or -EAGAIN with the channel lock held (the caller queues a
- * waiter and unlocks). */
-static inline __attribute__((always_inline)) int
-recv_start(struct weft_chan *c, void *out, struct wake_list *wl)
-{
-    if (c->rbuf)
-        return recv_start_cached(c, out, wl);
-    sync_lock(&c->lock);
-    int rc = recv_locked(c, out, wl);
-    if (rc != -EAGAIN)
-        sync_unlock(&c->lock);
-    return rc;
-}
-
 /* A message handed to a receive future that was then dropped goes back: to
- * the next waiting receiver, or to the front of the buffer (ahead of the
- * cached messages). Under the lock, and rlock if the channel has a cache. */
+ * the next waiting receiver, or to the front of the buffer. */
 static void put_back(struct weft_chan *c, const void *msg, struct wake_list *wl)
 {
     struct waiter *r = c->recvq.head;
@@ -374,10 +203,12 @@ static void put_back(struct weft_chan *c, const void *msg, struct wake_list *wl)
         waiter_claim(r, 0, wl);
         return;
     }
-    if (c->rbuf)
-        cache_push_front(c, msg);
-    else
-        ring_push_front(c, msg);
+    if (c->len == c->size && ring_grow(c) < 0)
+        weft__panic(__FILE__, __LINE__,
+                    "out of memory putting a message back in a channel");
+    c->head = (c->head - 1) & (c->size - 1);
+    copy_msg(ring_slot(c, 0), msg, c->elem);
+    c->len++;
 }
 
 /* ---- the send future ---- */
@@ -463,12 +294,14 @@ static weft_poll recv_poll(weft_future *f, weft_cx *cx)
     }
     if (budget_spent(cx))
         return WEFT_PENDING;
-    int rc = recv_start(c, op->w.ptr, &wl);
+    sync_lock(&c->lock);
+    int rc = recv_locked(c, op->w.ptr, &wl);
     if (rc == -EAGAIN) {
         waiter_enqueue(&c->recvq, &op->w, cx);
         sync_unlock(&c->lock);
         return WEFT_PENDING;
     }
+    sync_unlock(&c->lock);
     wake_list_run(&wl);
     budget_use(cx);
     return weft_future_set(f, NULL, rc);
@@ -485,13 +318,9 @@ static void recv_drop(weft_future *f)
         return;
     /* A message was handed to us and nobody will read it: give it back. */
     struct wake_list wl = {NULL};
-    if (c->rbuf)
-        sync_lock(&c->rlock);
     sync_lock(&c->lock);
     put_back(c, op->w.ptr, &wl);
     sync_unlock(&c->lock);
-    if (c->rbuf)
-        sync_unlock(&c->rlock);
     wake_list_run(&wl);
 }
 
@@ -503,38 +332,18 @@ static const weft_future_ops recv_ops = {
 
 /* ---- handles ---- */
 
-/* The receive cache's size for messages of `elem` bytes and capacity `cap`:
- * a power of two, or 0 for none. */
-static uint32_t cache_size(size_t elem, size_t cap)
-{
-    uint32_t n = RCACHE_MAX;
-    while (n >= RCACHE_MIN && ((size_t)n * elem > RCACHE_BYTES || n > cap / 8))
-        n /= 2;
-    return n >= RCACHE_MIN ? n : 0;
-}
-
-static size_t chan_alloc_size(size_t elem, uint32_t rcap)
-{
-    return CHAN_ALLOC + (size_t)rcap * elem;
-}
-
 static int chan_create(weft_chan_tx **tx, weft_chan_rx **rx, size_t elem,
                        size_t cap)
 {
     *tx = NULL;
     *rx = NULL;
-    uint32_t rcap = cache_size(elem, cap);
-    char *mem = weft__alloc(chan_alloc_size(elem, rcap));
+    char *mem = weft__alloc(CHAN_ALLOC);
     if (!mem)
         return -ENOMEM;
     struct weft_chan *c =
         (struct weft_chan *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
     memset(c, 0, sizeof *c);
     c->mem = mem;
-    if (rcap) {
-        c->rcap = rcap;
-        c->rbuf = (char *)(c + 1);
-    }
     c->senders = c->receivers = 1;
     c->elem = elem;
     c->cap = cap;
@@ -567,7 +376,7 @@ static void chan_free(struct weft_chan *c)
                "channel freed with operations waiting on it");
     if (c->buf)
         weft__free(c->buf, ring_bytes(c, c->size));
-    weft__free(c->mem, chan_alloc_size(c->elem, c->rcap));
+    weft__free(c->mem, CHAN_ALLOC);
 }
 
 weft_chan_tx *weft_chan_tx_clone(weft_chan_tx *tx)
@@ -615,22 +424,14 @@ void weft_chan_rx_free(weft_chan_rx *rx)
         return;
     struct weft_chan *c = chan_of_rx(rx);
     struct wake_list wl = {NULL};
-    if (c->rbuf)
-        sync_lock(&c->rlock);
     sync_lock(&c->lock);
     WEFT_CHECK(c->receivers > 0, "receiver handle freed too often");
     if (--c->receivers == 0) {
         waitq_claim_all(&c->sendq, -EPIPE, &wl);
         c->len = 0; /* nobody can receive them now */
         c->head = 0;
-        cache_credit(c);
-        c->out = 0;
-        c->rlen = 0;
     }
     bool gone = !c->senders && !c->receivers;
-    /* rlock first: once the lock is free, the last sender may free c. */
-    if (c->rbuf)
-        sync_unlock(&c->rlock);
     sync_unlock(&c->lock);
     wake_list_run(&wl);
     if (gone)
@@ -640,13 +441,9 @@ void weft_chan_rx_free(weft_chan_rx *rx)
 size_t weft_chan_len(const weft_chan_rx *rx)
 {
     struct weft_chan *c = chan_of_rx(rx);
-    if (c->rbuf)
-        sync_lock(&c->rlock);
     sync_lock(&c->lock);
-    size_t n = c->len + c->rlen;
+    size_t n = c->len;
     sync_unlock(&c->lock);
-    if (c->rbuf)
-        sync_unlock(&c->rlock);
     return n;
 }
 
@@ -746,9 +543,9 @@ int weft_chan_try_recv(weft_chan_rx *rx, void *out)
 {
     struct weft_chan *c = chan_of_rx(rx);
     struct wake_list wl = {NULL};
-    int rc = recv_start(c, out, &wl);
-    if (rc == -EAGAIN)
-        sync_unlock(&c->lock);
+    sync_lock(&c->lock);
+    int rc = recv_locked(c, out, &wl);
+    sync_unlock(&c->lock);
     wake_list_run(&wl);
     return rc;
 }
@@ -778,9 +575,11 @@ int weft_chan_recv(weft_chan_rx *rx, void *out)
         return recv_slow(c, out);
     /* recv_poll's first poll, inline (see weft_chan_send). */
     struct wake_list wl = {NULL};
-    int rc = recv_start(c, out, &wl);
+    sync_lock(&c->lock);
+    int rc = recv_locked(c, out, &wl);
     if (weft_unlikely(rc == -EAGAIN))
         return recv_wait(c, out, w);
+    sync_unlock(&c->lock);
     if (wl.head)
         wake_list_run(&wl);
     budget_use(&w->cx);
