@@ -8,6 +8,7 @@
  *
  *   tick
  *   every WEFT_GLOBAL_INTERVAL ticks: maintenance (timers), inject first
+ *   a deferred notification due? (spread_due: wake affinity)
  *   next_task:  LIFO slot (at most WEFT_MAX_LIFO_POLLS in a row),
  *               local queue, injection queue
  *   steal:      become a searcher (at most half the busy workers search),
@@ -173,6 +174,13 @@ static uint32_t rand_below(struct mt_worker *w, uint32_t n)
     w->rng ^= w->rng << 25;
     w->rng ^= w->rng >> 27;
     return (uint32_t)(((w->rng * 0x2545F4914F6CDD1Dull) >> 32) % n);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* ---- injection queue ---- */
@@ -355,8 +363,6 @@ static inline void push_local(struct mt_worker *w, struct weft_task *t)
         push_overflow(w, t);
 }
 
-static uint64_t now_ns(void);
-
 /* The running task woke a task that went to the stealable queue, where it
  * now ends at queue position `mark`. This worker will most likely run it
  * within microseconds (the waker is about to block, as a receiver that
@@ -395,19 +401,18 @@ static void schedule_local(struct mt_worker *w, struct weft_task *t,
 {
     if (is_yield || !w->base.current) {
         /* A yield goes to the back; a wake from outside any poll (the
-         * driver) too. */
+         * driver, a task's completion waking its joiner) too. */
         push_local(w, t);
-    } else {
-        /* The running task woke `t`: run it next, on this warm cache. */
-        struct weft_task *prev = w->lifo;
-        w->lifo = t;
-        if (!prev)
-            return;
-        push_local(w, prev);
-        spread_later(w);
+        notify_parked(w->s);
         return;
     }
-    notify_parked(w->s);
+    /* The running task woke `t`: run it next, on this warm cache. */
+    struct weft_task *prev = w->lifo;
+    w->lifo = t;
+    if (prev) {
+        push_local(w, prev);
+        spread_later(w);
+    }
 }
 
 /* ---- owned tasks and the live count ---- */
@@ -521,13 +526,6 @@ static void mt_release(struct weft_sched *base, struct weft_task *t)
 }
 
 /* ---- the worker loop ---- */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static struct weft_task *next_task(struct mt_worker *w)
 {
