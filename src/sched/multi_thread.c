@@ -561,6 +561,8 @@ static inline __attribute__((always_inline)) void run_task(struct mt_worker *w,
             push_local(w, t);
             break;
         }
+        if (weft_unlikely(w->spread_at))
+            spread_due(w); /* between any two polls */
         poll_one(w, t);
     }
 }
