@@ -8,6 +8,7 @@
  *
  *   tick
  *   every WEFT_GLOBAL_INTERVAL ticks: maintenance (timers), inject first
+ *   a deferred notification due? (spread_due: wake affinity)
  *   next_task:  LIFO slot (at most WEFT_MAX_LIFO_POLLS in a row),
  *               local queue, injection queue
  *   steal:      become a searcher (at most half the busy workers search),
@@ -51,6 +52,17 @@
 #ifndef WEFT_RELEASE_BATCH
 #define WEFT_RELEASE_BATCH 64
 #endif
+/* A task that the running task wakes and that lands in the stealable queue
+ * (the LIFO slot was taken) does not wake an idle worker at once: only if
+ * it still waits in the queue WEFT_SPREAD_NS later (looked at between
+ * polls), or at once if the queue holds WEFT_SPREAD_QUEUE tasks or more.
+ * See "Wake affinity" in design.md. */
+#ifndef WEFT_SPREAD_NS
+#define WEFT_SPREAD_NS 20000
+#endif
+#ifndef WEFT_SPREAD_QUEUE
+#define WEFT_SPREAD_QUEUE 16
+#endif
 /* Shards are numbered 1..MAX_SHARDS in the task's sched word (TASK_W_OWNED). */
 #define MAX_SHARDS 255
 
@@ -83,6 +95,10 @@ struct mt_worker {
     _Atomic bool in_driver;
     struct weft_task *lifo; /* owner only */
     unsigned lifo_polls;
+    /* A deferred notification (owner only): due at spread_at (0: none)
+     * unless the queue's head has reached spread_mark by then. */
+    uint64_t spread_at;
+    uint32_t spread_mark;
     uint32_t tick;
     uint64_t rng;
     struct weft_parker parker;
@@ -158,6 +174,13 @@ static uint32_t rand_below(struct mt_worker *w, uint32_t n)
     w->rng ^= w->rng << 25;
     w->rng ^= w->rng >> 27;
     return (uint32_t)(((w->rng * 0x2545F4914F6CDD1Dull) >> 32) % n);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* ---- injection queue ---- */
@@ -340,22 +363,56 @@ static inline void push_local(struct mt_worker *w, struct weft_task *t)
         push_overflow(w, t);
 }
 
+/* The running task woke a task that went to the stealable queue, where it
+ * now ends at queue position `mark`. This worker will most likely run it
+ * within microseconds (the waker is about to block, as a receiver that
+ * freed a channel's slots does after waking its senders); an idle worker
+ * woken for it would take tens of microseconds to come and steal it, and
+ * would then split tasks that share a channel across two CPUs. So the
+ * notification waits: spread_due() sends it if the task is still queued
+ * WEFT_SPREAD_NS later. A long queue is spread at once. */
+static void spread_later(struct mt_worker *w)
+{
+    uint32_t tail = atomic_load_explicit(&w->q.tail, memory_order_relaxed);
+    if (lq_len(&w->q) >= WEFT_SPREAD_QUEUE || w->s->n == 1) {
+        notify_parked(w->s);
+        return;
+    }
+    w->spread_mark = tail;
+    if (!w->spread_at)
+        w->spread_at = now_ns() + WEFT_SPREAD_NS;
+}
+
+/* Between polls, with a notification deferred: cancels it if the tasks it
+ * was for have left the queue, sends it if they waited too long. */
+static __attribute__((noinline)) void spread_due(struct mt_worker *w)
+{
+    uint32_t head = atomic_load_explicit(&w->q.head, memory_order_relaxed);
+    if ((int32_t)(head - w->spread_mark) >= 0) {
+        w->spread_at = 0;
+    } else if (now_ns() >= w->spread_at) {
+        w->spread_at = 0;
+        notify_parked(w->s);
+    }
+}
+
 static void schedule_local(struct mt_worker *w, struct weft_task *t,
                            bool is_yield)
 {
     if (is_yield || !w->base.current) {
         /* A yield goes to the back; a wake from outside any poll (the
-         * driver) too. */
+         * driver, a task's completion waking its joiner) too. */
         push_local(w, t);
-    } else {
-        /* The running task woke `t`: run it next, on this warm cache. */
-        struct weft_task *prev = w->lifo;
-        w->lifo = t;
-        if (!prev)
-            return;
-        push_local(w, prev);
+        notify_parked(w->s);
+        return;
     }
-    notify_parked(w->s);
+    /* The running task woke `t`: run it next, on this warm cache. */
+    struct weft_task *prev = w->lifo;
+    w->lifo = t;
+    if (prev) {
+        push_local(w, prev);
+        spread_later(w);
+    }
 }
 
 /* ---- owned tasks and the live count ---- */
@@ -470,13 +527,6 @@ static void mt_release(struct weft_sched *base, struct weft_task *t)
 
 /* ---- the worker loop ---- */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static struct weft_task *next_task(struct mt_worker *w)
 {
     struct weft_task *t;
@@ -511,6 +561,8 @@ static inline __attribute__((always_inline)) void run_task(struct mt_worker *w,
             push_local(w, t);
             break;
         }
+        if (weft_unlikely(w->spread_at))
+            spread_due(w); /* between any two polls */
         poll_one(w, t);
     }
 }
@@ -697,6 +749,8 @@ static void *worker_main(void *arg)
         w->tick++;
         if (w->tick % WEFT_GLOBAL_INTERVAL == 0)
             maintenance(w);
+        if (weft_unlikely(w->spread_at))
+            spread_due(w);
         struct weft_task *t = next_task(w);
         if (!t)
             t = steal_work(w);
