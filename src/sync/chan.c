@@ -213,33 +213,40 @@ static void put_back(struct weft_chan *c, const void *msg, struct wake_list *wl)
 
 /* ---- the send future ---- */
 
-static weft_poll send_poll(weft_future *f, weft_cx *cx)
+/* send_poll's every case but the common one, entered with the lock held
+ * when `locked` (the operation has not been tried yet then). Out of line,
+ * so that the common case keeps to a few registers. */
+static __attribute__((noinline)) weft_poll
+send_poll_slow(weft_future *f, weft_cx *cx, bool locked)
 {
     struct sync_op *op = (struct sync_op *)f;
     struct weft_chan *c = op->obj;
     struct wake_list wl = {NULL};
     int rc;
-    uint32_t s = waiter_state(&op->w);
-    if (weft_unlikely(s != W_IDLE)) {
-        if (s == W_QUEUED && waiter_repoll(&c->lock, &op->w, cx))
+    if (!locked) {
+        uint32_t s = waiter_state(&op->w);
+        if (s != W_IDLE) {
+            if (s == W_QUEUED && waiter_repoll(&c->lock, &op->w, cx))
+                return WEFT_PENDING;
+            waiter_reset(&op->w);
+            if (op->w.result < 0)
+                return weft_future_set(f, NULL, op->w.result);
+            /* Woken with a slot reserved for us. The message may go
+             * straight to a receiver instead, leaving the slot free: pass
+             * it on. */
+            sync_lock(&c->lock);
+            c->reserved--;
+            rc = send_locked(c, op->w.ptr, true, &wl);
+            grant_senders(c, &wl);
+            sync_unlock(&c->lock);
+            wake_list_run(&wl);
+            budget_use(cx);
+            return weft_future_set(f, NULL, rc);
+        }
+        if (budget_spent(cx))
             return WEFT_PENDING;
-        waiter_reset(&op->w);
-        if (op->w.result < 0)
-            return weft_future_set(f, NULL, op->w.result);
-        /* Woken with a slot reserved for us. The message may go straight
-         * to a receiver instead, leaving the slot free: pass it on. */
         sync_lock(&c->lock);
-        c->reserved--;
-        rc = send_locked(c, op->w.ptr, true, &wl);
-        grant_senders(c, &wl);
-        sync_unlock(&c->lock);
-        wake_list_run(&wl);
-        budget_use(cx);
-        return weft_future_set(f, NULL, rc);
     }
-    if (budget_spent(cx))
-        return WEFT_PENDING;
-    sync_lock(&c->lock);
     rc = send_locked(c, op->w.ptr, false, &wl);
     if (rc == -EAGAIN) {
         waiter_enqueue(&c->sendq, &op->w, cx);
@@ -250,6 +257,26 @@ static weft_poll send_poll(weft_future *f, weft_cx *cx)
     wake_list_run(&wl);
     budget_use(cx);
     return weft_future_set(f, NULL, rc);
+}
+
+static weft_poll send_poll(weft_future *f, weft_cx *cx)
+{
+    struct sync_op *op = (struct sync_op *)f;
+    struct weft_chan *c = op->obj;
+    if (weft_unlikely(atomic_load_explicit(&op->w.state,
+                                           memory_order_relaxed) != W_IDLE ||
+                      cx->budget <= 0))
+        return send_poll_slow(f, cx, false);
+    /* The common case: room in the buffer and nobody waiting. */
+    sync_lock(&c->lock);
+    if (weft_unlikely(!c->receivers || c->recvq.head || c->sendq.head ||
+                      c->len + c->reserved >= c->cap || c->len == c->size))
+        return send_poll_slow(f, cx, true);
+    copy_msg(ring_slot(c, c->len), op->w.ptr, c->elem);
+    c->len++;
+    sync_unlock(&c->lock);
+    budget_use(cx);
+    return weft_future_set(f, NULL, 0);
 }
 
 static void send_drop(weft_future *f)
@@ -278,23 +305,38 @@ static const weft_future_ops send_ops = {
 
 /* ---- the receive future ---- */
 
-static weft_poll recv_poll(weft_future *f, weft_cx *cx)
+/* A receive freed a slot with senders waiting: grants them what the batch
+ * rule allows, unlocks, wakes them. Out of line (the waits are rare per
+ * message). */
+static __attribute__((noinline)) void grant_unlock(struct weft_chan *c)
+{
+    struct wake_list wl = {NULL};
+    grant_senders(c, &wl);
+    sync_unlock(&c->lock);
+    wake_list_run(&wl);
+}
+
+/* recv_poll's every case but the common one (see send_poll_slow). */
+static __attribute__((noinline)) weft_poll
+recv_poll_slow(weft_future *f, weft_cx *cx, bool locked)
 {
     struct sync_op *op = (struct sync_op *)f;
     struct weft_chan *c = op->obj;
     struct wake_list wl = {NULL};
-    uint32_t s = waiter_state(&op->w);
-    if (weft_unlikely(s != W_IDLE)) {
-        if (s == W_QUEUED && waiter_repoll(&c->lock, &op->w, cx))
+    if (!locked) {
+        uint32_t s = waiter_state(&op->w);
+        if (s != W_IDLE) {
+            if (s == W_QUEUED && waiter_repoll(&c->lock, &op->w, cx))
+                return WEFT_PENDING;
+            /* A sender put the message in *out, or the channel closed. */
+            waiter_reset(&op->w);
+            budget_use(cx);
+            return weft_future_set(f, NULL, op->w.result);
+        }
+        if (budget_spent(cx))
             return WEFT_PENDING;
-        /* A sender put the message in *out, or the channel closed. */
-        waiter_reset(&op->w);
-        budget_use(cx);
-        return weft_future_set(f, NULL, op->w.result);
+        sync_lock(&c->lock);
     }
-    if (budget_spent(cx))
-        return WEFT_PENDING;
-    sync_lock(&c->lock);
     int rc = recv_locked(c, op->w.ptr, &wl);
     if (rc == -EAGAIN) {
         waiter_enqueue(&c->recvq, &op->w, cx);
@@ -305,6 +347,27 @@ static weft_poll recv_poll(weft_future *f, weft_cx *cx)
     wake_list_run(&wl);
     budget_use(cx);
     return weft_future_set(f, NULL, rc);
+}
+
+static weft_poll recv_poll(weft_future *f, weft_cx *cx)
+{
+    struct sync_op *op = (struct sync_op *)f;
+    struct weft_chan *c = op->obj;
+    if (weft_unlikely(atomic_load_explicit(&op->w.state,
+                                           memory_order_relaxed) != W_IDLE ||
+                      cx->budget <= 0))
+        return recv_poll_slow(f, cx, false);
+    /* The common case: a message in the buffer. */
+    sync_lock(&c->lock);
+    if (weft_unlikely(!c->len))
+        return recv_poll_slow(f, cx, true);
+    ring_pop(c, op->w.ptr);
+    if (weft_unlikely(c->sendq.head != NULL))
+        grant_unlock(c);
+    else
+        sync_unlock(&c->lock);
+    budget_use(cx);
+    return weft_future_set(f, NULL, 0);
 }
 
 static void recv_drop(weft_future *f)
