@@ -88,6 +88,11 @@ void weft__free(void *p, size_t size);
 bool weft__mem_prefault(void);
 /* Whether weft__mem_prefault has something to do (a relaxed peek). */
 bool weft__mem_prefault_wanted(void);
+/* Whether chunks made by weft__mem_prefault wait unused (a relaxed peek). */
+bool weft__mem_ready_held(void);
+/* Unmaps the waiting chunks if none was made or taken for 10 ms. Returns
+ * whether chunks still wait (look again later). An idle worker calls it. */
+bool weft__mem_trim_ready(void);
 
 /* Fault injection for tests: the `n`th allocation from now on fails (n >= 1),
  * 0 disarms. Also armed by the WEFT_FAIL_ALLOC=n environment variable. */

@@ -716,7 +716,8 @@ TEST(spinning_worker_still_parks)
 
 /* A thread that allocates in bulk gets chunks faulted in ahead by whoever
  * calls weft__mem_prefault (an idle worker), at most two at a time; the
- * memory is usable like any other. */
+ * memory is usable like any other, and what is left over when the bulk
+ * stops goes back. */
 TEST(prefault_makes_chunks_ahead_for_bulk_allocation)
 {
     if (TEST_SANITIZED || getenv("WEFT_MALLOC"))
@@ -738,6 +739,14 @@ TEST(prefault_makes_chunks_ahead_for_bulk_allocation)
         weft__free(p[i], SIZE);
     }
     free(p);
+    /* The spawner stopped: the chunks made ahead are given back once
+     * nobody made or took one for 10 ms, not before. */
+    ASSERT(weft__mem_ready_held());
+    ASSERT(weft__mem_trim_ready());
+    ASSERT(weft__mem_ready_held());
+    usleep(15000);
+    ASSERT(!weft__mem_trim_ready());
+    ASSERT(!weft__mem_ready_held());
 }
 
 /* ---- entry points ---- */

@@ -63,6 +63,9 @@
 #ifndef WEFT_SPREAD_QUEUE
 #define WEFT_SPREAD_QUEUE 16
 #endif
+/* How often a parked worker looks whether prefaulted chunks went stale
+ * (weft__mem_trim_ready), while there are any. */
+#define READY_LOOK_NS 10000000
 /* Shards are numbered 1..MAX_SHARDS in the task's sched word (TASK_W_OWNED). */
 #define MAX_SHARDS 255
 
@@ -687,13 +690,17 @@ static void park_wait(struct mt_worker *w)
     for (;;) {
         if (atomic_load(&s->stop))
             break;
+        /* Chunks faulted in ahead for a spawner that has stopped should
+         * not stay in the RSS: come back to give them up once stale. */
+        int64_t timeout = weft__mem_ready_held() ? READY_LOOK_NS : -1;
         if (pthread_mutex_trylock(&s->driver_lock) == 0) {
             atomic_store(&w->in_driver, true);
             /* An unpark that came before in_driver was visible left the
              * parker notified: take it instead of sleeping. */
             if (!weft__parker_park_timeout(&w->parker, 0)) {
                 uint32_t st = atomic_load(&s->idle_state);
-                weft__driver_park(s->driver, &w->base, -1, (st >> 16) == 0);
+                weft__driver_park(s->driver, &w->base, timeout,
+                                  (st >> 16) == 0);
             }
             atomic_store(&w->in_driver, false);
             pthread_mutex_unlock(&s->driver_lock);
@@ -702,8 +709,10 @@ static void park_wait(struct mt_worker *w)
              * may jump to the next timer now. */
             if ((atomic_load(&s->idle_state) >> 16) == 0)
                 weft__driver_all_idle(s->driver);
-            weft__parker_park(&w->parker);
+            weft__parker_park_timeout(&w->parker, timeout);
         }
+        if (timeout >= 0)
+            weft__mem_trim_ready();
         /* Work of our own (woken by the driver on this thread) or a
          * notification ends the park. */
         if (w->lifo || lq_len(&w->q)) {

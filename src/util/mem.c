@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -105,13 +106,13 @@ static _Atomic(struct free_obj *) depot[CLASSES];
 
 struct arena {
     char *bump, *bump_end, *populated; /* the current chunk */
+    unsigned chunks;                   /* chunks this arena has taken */
 };
 
 struct thread_cache {
     struct free_obj *list[CLASSES];
     uint32_t count[CLASSES];
     struct arena arena[2]; /* [1]: 16-byte multiples, 16-aligned */
-    unsigned chunks;       /* chunks this thread has mapped */
     bool registered;
 };
 
@@ -190,11 +191,14 @@ static void register_thread(void)
     tc.registered = true;
 }
 
-/* Maps a chunk. A thread that needs a second one is spawning in bulk: its
- * chunks from then on are aligned to 2 MiB and marked MADV_HUGEPAGE, so
- * that where transparent huge pages are enabled for madvise one fault
- * brings in the whole chunk (4-8 us per 4 KiB worth instead of ~12 here).
- * The first chunk stays in small pages, for programs with few tasks. */
+/* Maps a chunk. An arena that needs more than SMALL_CHUNKS is being
+ * filled in bulk (many tasks): its chunks from then on are aligned to 2 MiB
+ * and marked MADV_HUGEPAGE, so that where transparent huge pages are
+ * enabled for madvise one fault brings in the whole chunk (4-8 us per 4 KiB
+ * worth instead of ~12 here). The first chunks stay in small pages,
+ * faulted in 64 KiB at a time: a program with up to some tens of thousands
+ * of tasks keeps its RSS to what it uses, where a huge page would add up to
+ * 2 MiB per arena (W6 at 100k parked tasks: 20 bytes a task). */
 static char *new_chunk(bool huge)
 {
     size_t len = huge ? 2 * (size_t)CHUNK : CHUNK;
@@ -219,13 +223,16 @@ static char *new_chunk(bool huge)
 
 /* ---- chunks faulted in ahead by idle workers ---- */
 
-/* A thread that maps its second chunk is allocating in bulk (spawning many
- * tasks): from then on each chunk it takes asks for one more to be made
- * ready (`ready_demand`, at most READY_MAX). An idle worker that finds
- * demand (weft__mem_prefault) maps a chunk and faults all of it in, and
- * the next chunk the spawner needs costs it no page fault at all. At most
- * READY_MAX chunks sit ready unused when spawning stops. */
+/* An arena filled in bulk (spawning many tasks): from then on each chunk
+ * it takes asks for one more to be made ready (`ready_demand`, at most
+ * READY_MAX). An idle worker that finds demand (weft__mem_prefault) maps a
+ * chunk and faults all of it in, and the next chunk the spawner needs costs
+ * it no page fault at all. At most READY_MAX chunks sit ready unused when
+ * spawning stops, and an idle worker unmaps them once they are stale
+ * (weft__mem_trim_ready). */
 #define READY_MAX 2
+/* Chunks of each arena in small pages before the huge ones (new_chunk). */
+#define SMALL_CHUNKS 2
 
 struct ready_chunk {
     struct ready_chunk *next;
@@ -233,8 +240,21 @@ struct ready_chunk {
 
 static pthread_mutex_t ready_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ready_chunk *ready_list;
-static _Atomic int ready_count;  /* chunks in ready_list */
-static _Atomic int ready_demand; /* chunks asked for, not yet made */
+static _Atomic int ready_count;   /* chunks in ready_list */
+static _Atomic int ready_demand;  /* chunks asked for, not yet made */
+static uint64_t ready_touched_ns; /* last chunk made or taken (lock) */
+
+/* Ready chunks that nobody made or took for this long are unmapped
+ * (weft__mem_trim_ready): spawning has stopped, and 2-4 MiB of faulted-in
+ * memory should not stay in the RSS of an idle program. */
+#define READY_STALE_NS 10000000
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static void *ready_take(void)
 {
@@ -245,6 +265,7 @@ static void *ready_take(void)
     if (r) {
         ready_list = r->next;
         atomic_fetch_sub_explicit(&ready_count, 1, memory_order_relaxed);
+        ready_touched_ns = mono_ns();
     }
     pthread_mutex_unlock(&ready_lock);
     return r;
@@ -286,8 +307,35 @@ bool weft__mem_prefault(void)
     r->next = ready_list;
     ready_list = r;
     atomic_fetch_add_explicit(&ready_count, 1, memory_order_relaxed);
+    ready_touched_ns = mono_ns();
     pthread_mutex_unlock(&ready_lock);
     return true;
+}
+
+bool weft__mem_ready_held(void)
+{
+    return atomic_load_explicit(&ready_count, memory_order_relaxed) > 0;
+}
+
+bool weft__mem_trim_ready(void)
+{
+    if (!weft__mem_ready_held())
+        return false;
+    pthread_mutex_lock(&ready_lock);
+    struct ready_chunk *r = NULL;
+    if (mono_ns() - ready_touched_ns >= READY_STALE_NS) {
+        r = ready_list;
+        ready_list = NULL;
+        atomic_store_explicit(&ready_count, 0, memory_order_relaxed);
+    }
+    bool held = ready_list != NULL;
+    pthread_mutex_unlock(&ready_lock);
+    while (r) {
+        struct ready_chunk *next = r->next;
+        munmap(r, CHUNK);
+        r = next;
+    }
+    return held;
 }
 
 /* Carves `size` bytes off the thread's chunk for that size's alignment
@@ -297,7 +345,7 @@ static void *bump(size_t size)
     struct arena *a = &tc.arena[(size & 15) == 0];
     if (weft_unlikely(a->bump + size > a->bump_end)) {
         char *c = NULL;
-        bool bulk = tc.chunks++ > 0;
+        bool bulk = a->chunks++ >= SMALL_CHUNKS;
         if (bulk) {
             ready_ask(); /* for the chunk after this one */
             c = ready_take();
