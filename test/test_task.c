@@ -726,6 +726,48 @@ TEST(foreign_wake_without_memory_is_not_lost)
     run(wake_without_memory_body, NULL);
 }
 
+/* A waker may outlive its runtime: waking it, and cancelling a handle,
+ * after weft_runtime_free is a harmless no-op (the task has finished; the
+ * freed scheduler is not touched). */
+struct outlive_case {
+    atomic_int polls, done;
+    weft_waker waker;
+    weft_task *t;
+};
+
+static void *keep_waker_body(void *arg)
+{
+    struct outlive_case *o = arg;
+    struct wake_count_future *c =
+        (struct wake_count_future *)weft_future_new(sizeof *c, &wake_count_ops);
+    ASSERT(c != NULL);
+    c->polls = &o->polls;
+    c->done = &o->done;
+    c->waker = &o->waker;
+    ASSERT_OK(weft_spawn_future(NULL, &o->t, &c->base, NULL));
+    while (atomic_load(&o->polls) < 1)
+        ASSERT_OK(weft_yield());
+    atomic_store(&o->done, 1);
+    weft_waker_wake_by_ref(&o->waker);
+    ASSERT_OK(weft_join(o->t, NULL));
+    return NULL;
+}
+
+TEST(waker_and_handle_outlive_the_runtime)
+{
+    struct outlive_case o = {0};
+    run(keep_waker_body, &o); /* frees the runtime */
+    ASSERT(o.waker.vtable != NULL);
+    weft_waker_wake_by_ref(&o.waker);
+    weft_task_cancel(o.t);
+    pthread_t th;
+    ASSERT_OK(pthread_create(&th, NULL, wake_once_thread, &o.waker));
+    ASSERT_OK(pthread_join(th, NULL));
+    ASSERT_EQ(weft_join(o.t, NULL), 0);
+    weft_waker_drop(&o.waker);
+    weft_task_free(o.t);
+}
+
 /* A task woken (and so queued) and then cancelled before it runs sees the
  * cancel at that run. */
 static void *woken_then_cancelled_body(void *arg)

@@ -126,11 +126,12 @@ void weft__task_finish(struct weft_task *t)
     weft__task_unref_n(t, 2);
 }
 
-/* Tasks of a current-thread runtime are resident (not blocking jobs,
- * which run on pool threads and have no scheduler): see task.h. */
-static bool resident(const struct weft_task *t, const struct weft_sched *sc)
+/* Tasks of a current-thread runtime are resident (task.h); blocking jobs,
+ * which run on pool threads, are not. Read from the task's own word: a
+ * waker may outlive the runtime, whose scheduler must then not be read. */
+static bool resident(const struct weft_task *t)
 {
-    return weft__task_kind(t) != TASK_KIND_BLOCKING && sc->one_thread;
+    return (weft__task_word(t) & TASK_W_RESIDENT) != 0;
 }
 
 /* A wake of a resident task on the runtime's own thread. Only this thread
@@ -159,7 +160,7 @@ static void wake_local(struct weft_task *t, struct weft_worker *w,
 void weft__task_wake(struct weft_task *t)
 {
     struct weft_sched *sc = weft__task_sched(t);
-    bool res = resident(t, sc);
+    bool res = resident(t);
     if (res) {
         struct weft_worker *w = weft__tls_worker;
         if (w && w->sched == sc) {
@@ -167,6 +168,8 @@ void weft__task_wake(struct weft_task *t)
             return;
         }
     }
+    /* Below, the scheduler is read only after the state word showed the
+     * task unfinished (a waker may outlive its runtime). */
     /* From another thread, a resident task is queued even while RUNNING
      * (it may be parked), with a reference, as a bell (wake_running): the
      * owner takes it with weft__task_remote_woken. */
@@ -227,7 +230,7 @@ void weft__task_take_notified(struct weft_task *t)
 void weft__task_cancel(struct weft_task *t)
 {
     uint64_t s = load_state(t);
-    if (resident(t, weft__task_sched(t))) {
+    if (resident(t)) {
         /* A started resident task is RUNNING while parked: set the bit,
          * then wake it like any other event would. */
         while (!(s & (TASK_COMPLETE | TASK_CANCELLED)) && (s & TASK_RUNNING)) {
@@ -528,8 +531,12 @@ static uint64_t task_id(struct weft_task *t)
 int weft__task_submit_new(weft_runtime *rt, struct weft_task *t,
                           weft_task **out)
 {
+    uintptr_t res =
+        rt->sched->one_thread && weft__task_kind(t) != TASK_KIND_BLOCKING
+            ? TASK_W_RESIDENT
+            : 0;
     atomic_store_explicit(&t->sched_word,
-                          weft__task_word(t) | (uintptr_t)rt->sched,
+                          weft__task_word(t) | (uintptr_t)rt->sched | res,
                           memory_order_relaxed);
     /* Publish the handle before the task can run: a task may read its own
      * handle from where its spawner stored it. */

@@ -115,13 +115,16 @@ extern const struct weft_task_vtable *const weft__task_vtables[3];
 /* The sched word's low bits. A scheduler is allocated aligned to
  * WEFT_SCHED_ALIGN (weft__sched_alloc), which leaves them free. */
 enum {
-    TASK_W_KIND = 3u,          /* TASK_KIND_*: never changes */
-    TASK_W_YIELDED = 1u << 2,  /* re-queued by a yield, still RUNNING */
-    TASK_W_OWNED_SHIFT = 3,    /* which owned list holds the task: */
-    TASK_W_OWNED = 0xffu << 3, /* 0 none, else the list's number + 1 */
-    TASK_W_BITS = 0x7ffu,
+    TASK_W_KIND = 3u,           /* TASK_KIND_*: never changes */
+    TASK_W_YIELDED = 1u << 2,   /* re-queued by a yield, still RUNNING */
+    TASK_W_OWNED_SHIFT = 3,     /* which owned list holds the task: */
+    TASK_W_OWNED = 0xffu << 3,  /* 0 none, else the list's number + 1 */
+    TASK_W_RESIDENT = 1u << 11, /* resident (see the state word): set at
+                                   submission, read by any thread without
+                                   touching the scheduler */
+    TASK_W_BITS = 0xfffu,
 };
-#define WEFT_SCHED_ALIGN 2048
+#define WEFT_SCHED_ALIGN 4096
 
 /*
  * 40 bytes: a million spawned tasks are a million of these (plus, for a
