@@ -587,6 +587,24 @@ static weft_poll wake_count_poll(weft_future *f, weft_cx *cx)
 static const weft_future_ops wake_count_ops = {.poll = wake_count_poll,
                                                .name = "counting"};
 
+/* Spawns a wake_count_future task that reports to *polls, *done and
+ * *waker, and yields until its first poll has run. */
+static weft_task *spawn_counted(atomic_int *polls, atomic_int *done,
+                                weft_waker *waker)
+{
+    struct wake_count_future *c =
+        (struct wake_count_future *)weft_future_new(sizeof *c, &wake_count_ops);
+    ASSERT(c != NULL);
+    c->polls = polls;
+    c->done = done;
+    c->waker = waker;
+    weft_task *t;
+    ASSERT_OK(weft_spawn_future(NULL, &t, &c->base, NULL));
+    while (atomic_load(polls) < 1)
+        ASSERT_OK(weft_yield());
+    return t;
+}
+
 /* Two wakes of a task before it runs (the second finds it queued) give one
  * poll, not two: on one thread a wake takes the task straight to its next
  * poll, and the second wake must see that. */
@@ -595,16 +613,7 @@ static void *double_wake_body(void *arg)
     (void)arg;
     atomic_int polls = 0, done = 0;
     weft_waker waker = {0};
-    struct wake_count_future *c =
-        (struct wake_count_future *)weft_future_new(sizeof *c, &wake_count_ops);
-    ASSERT(c != NULL);
-    c->polls = &polls;
-    c->done = &done;
-    c->waker = &waker;
-    weft_task *t;
-    ASSERT_OK(weft_spawn_future(NULL, &t, &c->base, NULL));
-    while (atomic_load(&polls) < 1)
-        ASSERT_OK(weft_yield());
+    weft_task *t = spawn_counted(&polls, &done, &waker);
     weft_waker_wake_by_ref(&waker);
     weft_waker_wake_by_ref(&waker);
     for (int i = 0; i < 8; i++)
@@ -643,16 +652,7 @@ static void *mixed_wakes_body(void *arg)
     (void)arg;
     atomic_int polls = 0, done = 0;
     weft_waker waker = {0};
-    struct wake_count_future *c =
-        (struct wake_count_future *)weft_future_new(sizeof *c, &wake_count_ops);
-    ASSERT(c != NULL);
-    c->polls = &polls;
-    c->done = &done;
-    c->waker = &waker;
-    weft_task *t;
-    ASSERT_OK(weft_spawn_future(NULL, &t, &c->base, NULL));
-    while (atomic_load(&polls) < 1)
-        ASSERT_OK(weft_yield());
+    weft_task *t = spawn_counted(&polls, &done, &waker);
     for (int round = 0; round < 2; round++) {
         int before = atomic_load(&polls);
         if (round == 1)
@@ -695,16 +695,7 @@ static void *wake_without_memory_body(void *arg)
         return NULL; /* the entry is the current-thread runtime's */
     atomic_int polls = 0, done = 0;
     weft_waker waker = {0};
-    struct wake_count_future *c =
-        (struct wake_count_future *)weft_future_new(sizeof *c, &wake_count_ops);
-    ASSERT(c != NULL);
-    c->polls = &polls;
-    c->done = &done;
-    c->waker = &waker;
-    weft_task *t;
-    ASSERT_OK(weft_spawn_future(NULL, &t, &c->base, NULL));
-    while (atomic_load(&polls) < 1)
-        ASSERT_OK(weft_yield());
+    weft_task *t = spawn_counted(&polls, &done, &waker);
     weft__fail_alloc_after(1); /* the entry array's first allocation */
     pthread_t th;
     ASSERT_OK(pthread_create(&th, NULL, wake_once_thread, &waker));
@@ -738,15 +729,7 @@ struct outlive_case {
 static void *keep_waker_body(void *arg)
 {
     struct outlive_case *o = arg;
-    struct wake_count_future *c =
-        (struct wake_count_future *)weft_future_new(sizeof *c, &wake_count_ops);
-    ASSERT(c != NULL);
-    c->polls = &o->polls;
-    c->done = &o->done;
-    c->waker = &o->waker;
-    ASSERT_OK(weft_spawn_future(NULL, &o->t, &c->base, NULL));
-    while (atomic_load(&o->polls) < 1)
-        ASSERT_OK(weft_yield());
+    o->t = spawn_counted(&o->polls, &o->done, &o->waker);
     atomic_store(&o->done, 1);
     weft_waker_wake_by_ref(&o->waker);
     ASSERT_OK(weft_join(o->t, NULL));
@@ -775,16 +758,7 @@ static void *woken_then_cancelled_body(void *arg)
     (void)arg;
     atomic_int polls = 0, done = 0;
     weft_waker waker = {0};
-    struct wake_count_future *c =
-        (struct wake_count_future *)weft_future_new(sizeof *c, &wake_count_ops);
-    ASSERT(c != NULL);
-    c->polls = &polls;
-    c->done = &done;
-    c->waker = &waker;
-    weft_task *t;
-    ASSERT_OK(weft_spawn_future(NULL, &t, &c->base, NULL));
-    while (atomic_load(&polls) < 1)
-        ASSERT_OK(weft_yield());
+    weft_task *t = spawn_counted(&polls, &done, &waker);
     weft_waker_wake_by_ref(&waker);
     weft_task_cancel(t);
     ASSERT_EQ(weft_join(t, NULL), -ECANCELED);

@@ -213,6 +213,14 @@ static void put_back(struct weft_chan *c, const void *msg, struct wake_list *wl)
 
 /* ---- the send future ---- */
 
+/* The common case of a poll: the operation has not waited yet (the owner
+ * set IDLE itself, so a relaxed load will do) and the budget is not spent. */
+static inline bool op_fresh(struct sync_op *op, weft_cx *cx)
+{
+    return atomic_load_explicit(&op->w.state, memory_order_relaxed) == W_IDLE &&
+           cx->budget > 0;
+}
+
 /* send_poll's every case but the common one, entered with the lock held
  * when `locked` (the operation has not been tried yet then). Out of line,
  * so that the common case keeps to a few registers. */
@@ -263,9 +271,7 @@ static weft_poll send_poll(weft_future *f, weft_cx *cx)
 {
     struct sync_op *op = (struct sync_op *)f;
     struct weft_chan *c = op->obj;
-    if (weft_unlikely(atomic_load_explicit(&op->w.state,
-                                           memory_order_relaxed) != W_IDLE ||
-                      cx->budget <= 0))
+    if (weft_unlikely(!op_fresh(op, cx)))
         return send_poll_slow(f, cx, false);
     /* The common case: room in the buffer and nobody waiting. */
     sync_lock(&c->lock);
@@ -353,9 +359,7 @@ static weft_poll recv_poll(weft_future *f, weft_cx *cx)
 {
     struct sync_op *op = (struct sync_op *)f;
     struct weft_chan *c = op->obj;
-    if (weft_unlikely(atomic_load_explicit(&op->w.state,
-                                           memory_order_relaxed) != W_IDLE ||
-                      cx->budget <= 0))
+    if (weft_unlikely(!op_fresh(op, cx)))
         return recv_poll_slow(f, cx, false);
     /* The common case: a message in the buffer. */
     sync_lock(&c->lock);
