@@ -49,6 +49,7 @@ static void usage(const char *argv0)
             "(e.g. ct-future)\n"
             "  w9 KIND = ct (raw weft__ctx_switch) | coro "
             "(weft__coro_resume/suspend)\n"
+            "  WEFT_BENCH_METRICS=1: each worker's counters on stderr\n"
             "see ../shared/anchors/WORKLOADS.md\n",
             argv0);
 }
