@@ -480,12 +480,14 @@ TEST(a_batch_of_short_wakes_stays_on_its_worker)
     ASSERT_OK(weft_runtime_metrics(rt, &m));
     uint64_t parks = m.worker[0].parks + m.worker[1].parks;
     /* About 1,600 batches of wakes (a quarter of 1024 each); waking the
-     * idle worker for each gave ~2,700 parks here. Sanitizers slow the
-     * batches past the deferral, so there the count is only reported. */
+     * idle worker for each gave 1,000-2,700 parks here, the deferral 2-8.
+     * The bound leaves room for a loaded machine, where preemption delays
+     * some batches past the deferral. Sanitizers slow every batch past it,
+     * so there the count is only reported. */
     fprintf(stderr, "parks %llu steals %llu\n", (unsigned long long)parks,
             (unsigned long long)(m.worker[0].steals + m.worker[1].steals));
     if (!TEST_SANITIZED)
-        ASSERT_LT(parks, 400);
+        ASSERT_LT(parks, 700);
     weft_runtime_free(rt);
 }
 
