@@ -80,6 +80,10 @@ void *weft__alloc(size_t size);
 void *weft__zalloc(size_t size);
 void weft__free(void *p, size_t size);
 
+/* CLOCK_MONOTONIC in ns (time/timer.c): the one clock read for
+ * timestamps that are not the runtime's (pausable) clock. */
+int64_t weft__mono_ns(void);
+
 /* Called by an idle worker: if threads are allocating chunks in bulk,
  * maps and faults in one chunk ahead for them, so that the first touch of
  * fresh pages happens on an idle CPU instead of in the spawning thread.

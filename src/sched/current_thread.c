@@ -214,13 +214,6 @@ static void ct_schedule(struct weft_sched *base, struct weft_task *t)
         push_remote(s, t, false);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Counters are written by the owner only: no locked instruction. */
 static void stat_add(_Atomic uint64_t *c, uint64_t n)
 {
@@ -250,10 +243,10 @@ static inline __attribute__((always_inline)) void run_once(struct ct_sched *s,
         s->cold_turn = true;
     }
     if (!t) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = (uint64_t)weft__mono_ns();
         weft__driver_park(s->driver, &s->worker, -1, true);
         stat_add(&s->parks, 1);
-        stat_add(&s->idle_ns, now_ns() - t0);
+        stat_add(&s->idle_ns, (uint64_t)weft__mono_ns() - t0);
         return;
     }
     stat_add(&s->polls, 1);
@@ -341,7 +334,7 @@ static void ct_metrics(struct weft_sched *base, weft_metrics *out)
     weft_worker_metrics *m = &out->worker[0];
     m->polls = atomic_load_explicit(&s->polls, memory_order_relaxed);
     m->parks = atomic_load_explicit(&s->parks, memory_order_relaxed);
-    uint64_t up = now_ns() - s->started_ns;
+    uint64_t up = (uint64_t)weft__mono_ns() - s->started_ns;
     uint64_t idle = atomic_load_explicit(&s->idle_ns, memory_order_relaxed);
     m->busy_ns = up > idle ? up - idle : 0;
     /* The local queue belongs to the running thread: not read here. */
@@ -368,7 +361,7 @@ int weft__current_thread_new(weft_runtime *rt, struct weft_sched **out)
     s->base.one_thread = true;
     pthread_mutex_init(&s->lock, NULL);
     s->driver = rt->driver;
-    s->started_ns = now_ns();
+    s->started_ns = (uint64_t)weft__mono_ns();
     *out = &s->base;
     return 0;
 }

@@ -179,13 +179,6 @@ static uint32_t rand_below(struct mt_worker *w, uint32_t n)
     return (uint32_t)(((w->rng * 0x2545F4914F6CDD1Dull) >> 32) % n);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- injection queue ---- */
 
 static void inject_push_batch(struct mt_sched *s, struct weft_task **ts,
@@ -383,7 +376,7 @@ static void spread_later(struct mt_worker *w)
     }
     w->spread_mark = tail;
     if (!w->spread_at)
-        w->spread_at = now_ns() + WEFT_SPREAD_NS;
+        w->spread_at = (uint64_t)weft__mono_ns() + WEFT_SPREAD_NS;
 }
 
 /* Between polls, with a notification deferred: cancels it if the tasks it
@@ -393,7 +386,7 @@ static __attribute__((noinline)) void spread_due(struct mt_worker *w)
     uint32_t head = atomic_load_explicit(&w->q.head, memory_order_relaxed);
     if ((int32_t)(head - w->spread_mark) >= 0) {
         w->spread_at = 0;
-    } else if (now_ns() >= w->spread_at) {
+    } else if ((uint64_t)weft__mono_ns() >= w->spread_at) {
         w->spread_at = 0;
         notify_parked(w->s);
     }
@@ -640,7 +633,7 @@ static struct weft_task *spin_for_work(struct mt_worker *w)
         if (t || atomic_load_explicit(&s->stop, memory_order_relaxed))
             break;
         if (i % 16 == 0) {
-            uint64_t now = now_ns();
+            uint64_t now = (uint64_t)weft__mono_ns();
             if (!deadline)
                 deadline = now + s->spin_ns;
             else if (now >= deadline)
@@ -662,9 +655,9 @@ static bool prefault_idle(struct mt_worker *w)
     if (!weft__mem_prefault_wanted())
         return false;
     transition_from_searching(w);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = (uint64_t)weft__mono_ns();
     bool did = weft__mem_prefault();
-    STAT_ADD(w->m.idle_ns, now_ns() - t0);
+    STAT_ADD(w->m.idle_ns, (uint64_t)weft__mono_ns() - t0);
     return did;
 }
 
@@ -679,9 +672,9 @@ static void park(struct mt_worker *w)
     if (last && work_anywhere(s))
         notify_parked(s); /* the last searcher must not strand work */
     STAT_ADD(w->m.parks, 1);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = (uint64_t)weft__mono_ns();
     park_wait(w);
-    STAT_ADD(w->m.idle_ns, now_ns() - t0);
+    STAT_ADD(w->m.idle_ns, (uint64_t)weft__mono_ns() - t0);
 }
 
 static void park_wait(struct mt_worker *w)
@@ -812,14 +805,14 @@ static int mt_shutdown(struct weft_sched *base, int64_t timeout_ms)
     for (int i = s->nshards - 1; i >= 0; i--)
         sync_unlock(&s->shards[i].lock);
     cancel_all(s);
-    uint64_t deadline = timeout_ms < 0
-                            ? UINT64_MAX
-                            : now_ns() + (uint64_t)timeout_ms * 1000000u;
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
+                                       : (uint64_t)weft__mono_ns() +
+                                             (uint64_t)timeout_ms * 1000000u;
     /* Completions after closing unpark us; the counts are spread over the
      * workers, so look again every millisecond as well rather than reason
      * about which completion is the last. */
     while (live_count(s) > 0) {
-        uint64_t now = now_ns();
+        uint64_t now = (uint64_t)weft__mono_ns();
         if (now >= deadline)
             return -ETIMEDOUT;
         int64_t wait = (int64_t)(deadline - now);
@@ -856,7 +849,7 @@ static void mt_metrics(struct weft_sched *base, weft_metrics *out)
     out->workers = s->n;
     out->live_tasks = live_count(s);
     out->global_queue_depth = atomic_load(&s->inject_len);
-    uint64_t now = now_ns();
+    uint64_t now = (uint64_t)weft__mono_ns();
     for (int i = 0; i < s->n && i < WEFT_METRICS_MAX_WORKERS; i++) {
         struct mt_worker *w = &s->workers[i];
         weft_worker_metrics *m = &out->worker[i];
@@ -942,7 +935,7 @@ int weft__multi_thread_new(weft_runtime *rt, int nworkers,
     memset(s->shards, 0, sizeof *s->shards * (size_t)s->nshards);
     weft__parker_init(&s->shutdown_parker);
     atomic_init(&s->idle_state, (uint32_t)nworkers << 16);
-    s->started_ns = now_ns();
+    s->started_ns = (uint64_t)weft__mono_ns();
     for (int i = 0; i < nworkers; i++) {
         struct mt_worker *w = &s->workers[i];
         w->s = s;

@@ -65,8 +65,6 @@ void weft__time_fini(struct weft_time *tm);
 
 /* ---- the clock ---- */
 
-/* CLOCK_MONOTONIC in ns. */
-int64_t weft__mono_ns(void);
 /* The runtime's clock in ns. */
 int64_t weft__clock_ns(struct weft_clock *c);
 static inline bool weft__clock_paused(struct weft_clock *c)

@@ -28,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "internal.h"
 
@@ -240,21 +239,14 @@ struct ready_chunk {
 
 static pthread_mutex_t ready_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ready_chunk *ready_list;
-static _Atomic int ready_count;   /* chunks in ready_list */
-static _Atomic int ready_demand;  /* chunks asked for, not yet made */
-static uint64_t ready_touched_ns; /* last chunk made or taken (lock) */
+static _Atomic int ready_count;  /* chunks in ready_list */
+static _Atomic int ready_demand; /* chunks asked for, not yet made */
+static int64_t ready_touched_ns; /* last chunk made or taken (lock) */
 
 /* Ready chunks that nobody made or took for this long are unmapped
  * (weft__mem_trim_ready): spawning has stopped, and 2-4 MiB of faulted-in
  * memory should not stay in the RSS of an idle program. */
 #define READY_STALE_NS 10000000
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void *ready_take(void)
 {
@@ -265,7 +257,7 @@ static void *ready_take(void)
     if (r) {
         ready_list = r->next;
         atomic_fetch_sub_explicit(&ready_count, 1, memory_order_relaxed);
-        ready_touched_ns = mono_ns();
+        ready_touched_ns = weft__mono_ns();
     }
     pthread_mutex_unlock(&ready_lock);
     return r;
@@ -307,7 +299,7 @@ bool weft__mem_prefault(void)
     r->next = ready_list;
     ready_list = r;
     atomic_fetch_add_explicit(&ready_count, 1, memory_order_relaxed);
-    ready_touched_ns = mono_ns();
+    ready_touched_ns = weft__mono_ns();
     pthread_mutex_unlock(&ready_lock);
     return true;
 }
@@ -323,7 +315,7 @@ bool weft__mem_trim_ready(void)
         return false;
     pthread_mutex_lock(&ready_lock);
     struct ready_chunk *r = NULL;
-    if (mono_ns() - ready_touched_ns >= READY_STALE_NS) {
+    if (weft__mono_ns() - ready_touched_ns >= READY_STALE_NS) {
         r = ready_list;
         ready_list = NULL;
         atomic_store_explicit(&ready_count, 0, memory_order_relaxed);
