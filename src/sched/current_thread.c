@@ -358,7 +358,6 @@ int weft__current_thread_new(weft_runtime *rt, struct weft_sched **out)
         return -ENOMEM;
     s->base.ops = &ct_ops;
     s->base.rt = rt;
-    s->base.one_thread = true;
     pthread_mutex_init(&s->lock, NULL);
     s->driver = rt->driver;
     s->started_ns = (uint64_t)weft__mono_ns();

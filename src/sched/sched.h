@@ -25,9 +25,10 @@ struct weft_sched_ops {
     /* Queues a task that became NOTIFIED and carries a queue reference.
      * Any thread; from a foreign thread it unparks the runtime. */
     void (*schedule)(struct weft_sched *s, struct weft_task *t);
-    /* Resident tasks only (task.h): queues a wake, from a thread that is
+    /* Set by a scheduler whose tasks are resident (one thread polls them
+     * all: task.h), NULL otherwise. Queues a wake, from a thread that is
      * not the scheduler's, of a task that has started (it is RUNNING); the
-     * wake carries a reference. NULL when the tasks are not resident. */
+     * wake carries a reference. */
     void (*wake_running)(struct weft_sched *s, struct weft_task *t);
     /* Unlinks a task that completed from the owned list. Called on the
      * thread that completed it. */
@@ -49,9 +50,6 @@ struct weft_sched_ops {
 struct weft_sched {
     const struct weft_sched_ops *ops;
     weft_runtime *rt;
-    /* One thread polls every task (the current-thread flavour): its tasks
-     * are resident (task.h). */
-    bool one_thread;
 };
 
 /* Allocates a zeroed scheduler (a struct that starts with weft_sched),
@@ -167,7 +165,7 @@ weft__worker_poll(struct weft_worker *w, struct weft_task *t, bool resident)
     }
     if (word & TASK_W_YIELDED)
         return true;
-    if (resident && kind != TASK_KIND_BLOCKING)
+    if (resident)
         return false; /* parked: it stays RUNNING (task.h) */
     return weft__task_to_idle(t);
 }

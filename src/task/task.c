@@ -134,6 +134,18 @@ static bool resident(const struct weft_task *t)
     return (weft__task_word(t) & TASK_W_RESIDENT) != 0;
 }
 
+/* A resident task that is RUNNING and not being polled is either queued
+ * (its yielded bit set) or parked. Claims a parked one for the run queue
+ * (sets the bit); returns false if it was queued already. On the
+ * runtime's own thread only. */
+static bool claim_parked(struct weft_task *t)
+{
+    if (weft__task_yielded(t))
+        return false;
+    weft__task_set_bits(t, TASK_W_YIELDED, true);
+    return true;
+}
+
 /* A wake of a resident task on the runtime's own thread. Only this thread
  * sets RUNNING or COMPLETE on such a task, so one plain load tells its
  * state: not yet started (it is queued), finished, being polled, queued
@@ -148,12 +160,9 @@ static void wake_local(struct weft_task *t, struct weft_worker *w,
         WEFT_DASSERT(s & (TASK_NOTIFIED | TASK_COMPLETE));
         return;
     }
-    if (weft__task_yielded(t))
-        return;
-    weft__task_set_bits(t, TASK_W_YIELDED, true);
-    if (w->current == t)
-        return; /* woken from its own poll: re-queued when it ends */
-    sc->ops->schedule(sc, t);
+    /* Woken from its own poll, it is re-queued when the poll ends. */
+    if (claim_parked(t) && w->current != t)
+        sc->ops->schedule(sc, t);
 }
 
 /* Wake by reference: no reference is consumed. */
@@ -168,11 +177,11 @@ void weft__task_wake(struct weft_task *t)
             return;
         }
     }
-    /* Below, the scheduler is read only after the state word showed the
-     * task unfinished (a waker may outlive its runtime). */
     /* From another thread, a resident task is queued even while RUNNING
      * (it may be parked), with a reference, as a bell (wake_running): the
-     * owner takes it with weft__task_remote_woken. */
+     * owner takes it with weft__task_remote_woken. The scheduler is read
+     * only once the state word showed the task unfinished (a waker may
+     * outlive its runtime). */
     uint64_t s = load_state(t);
     bool queue;
     for (;;) {
@@ -200,10 +209,7 @@ bool weft__task_remote_woken(struct weft_task *t)
      * which may be the last one of a finished task. */
     uint64_t s = atomic_fetch_and_explicit(&t->state, ~(uint64_t)TASK_NOTIFIED,
                                            memory_order_acq_rel);
-    bool queue =
-        (s & TASK_NOTIFIED) && (s & TASK_RUNNING) && !weft__task_yielded(t);
-    if (queue)
-        weft__task_set_bits(t, TASK_W_YIELDED, true);
+    bool queue = (s & TASK_NOTIFIED) && (s & TASK_RUNNING) && claim_parked(t);
     weft__task_unref(t); /* a queued task is RUNNING: not the last */
     return queue;
 }
@@ -213,12 +219,8 @@ bool weft__task_rescan_woken(struct weft_task *t)
     uint64_t s = load_state(t);
     if ((s & (TASK_RUNNING | TASK_NOTIFIED)) != (TASK_RUNNING | TASK_NOTIFIED))
         return false;
-    atomic_fetch_and_explicit(&t->state, ~(uint64_t)TASK_NOTIFIED,
-                              memory_order_acq_rel);
-    if (weft__task_yielded(t))
-        return false;
-    weft__task_set_bits(t, TASK_W_YIELDED, true);
-    return true;
+    weft__task_take_notified(t);
+    return claim_parked(t);
 }
 
 void weft__task_take_notified(struct weft_task *t)
@@ -531,8 +533,10 @@ static uint64_t task_id(struct weft_task *t)
 int weft__task_submit_new(weft_runtime *rt, struct weft_task *t,
                           weft_task **out)
 {
+    /* The schedulers whose tasks are resident take their remote wakes
+     * through wake_running (task.h). */
     uintptr_t res =
-        rt->sched->one_thread && weft__task_kind(t) != TASK_KIND_BLOCKING
+        rt->sched->ops->wake_running && weft__task_kind(t) != TASK_KIND_BLOCKING
             ? TASK_W_RESIDENT
             : 0;
     atomic_store_explicit(&t->sched_word,
