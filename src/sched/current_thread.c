@@ -56,9 +56,10 @@ struct ct_sched {
     /* Wakes from other threads of started (resident) tasks, each holding a
      * reference. Not linked through the task's queue link, which the owner
      * may be using at that moment (the task may be queued here as well, or
-     * completing, when the link holds its result). `spare` is the array the
-     * owner drains, swapped with `bells` under the lock. `rescan`: a bell
-     * found no memory, so the owner looks at every task for NOTIFIED. */
+     * completing, when the link holds its result). `spare` is the owner's
+     * (drain_remote swaps it with `bells` under the lock and drains it
+     * outside). `rescan`: a bell found no memory, so the owner looks at
+     * every task for NOTIFIED. */
     struct bells {
         struct weft_task **at;
         size_t n, cap;
@@ -183,9 +184,7 @@ static void drain_remote(struct ct_sched *s)
         if (weft__task_remote_woken(b.at[i]))
             fifo_push(&s->hot, b.at[i]);
     b.n = 0;
-    pthread_mutex_lock(&s->lock);
-    s->spare = b;
-    pthread_mutex_unlock(&s->lock);
+    s->spare = b; /* the owner's alone until the next swap */
     if (weft_unlikely(rescan))
         for (t = s->owned; t; t = t->owned_next)
             if (weft__task_rescan_woken(t))
