@@ -157,6 +157,13 @@ static void grant_senders(struct weft_chan *c, struct wake_list *wl)
     }
 }
 
+/* Whether a new send may take a buffer slot now: one is free and not
+ * promised to a woken sender, and no sender waits ahead of it (FIFO). */
+static inline bool slot_free(const struct weft_chan *c)
+{
+    return !c->sendq.head && c->len + c->reserved < c->cap;
+}
+
 /* Sends `msg` if that needs no wait. `reserved`: the caller held a slot
  * reservation (already given back), so capacity is not checked.
  * Returns 0, -EPIPE, -ENOMEM, or -EAGAIN (full). */
@@ -173,8 +180,7 @@ send_locked(struct weft_chan *c, const void *msg, bool reserved,
         waiter_claim(r, 0, wl);
         return 0;
     }
-    /* Queue behind waiting senders even when there is room (FIFO). */
-    if (!reserved && (c->len + c->reserved >= c->cap || c->sendq.head != NULL))
+    if (!reserved && !slot_free(c))
         return -EAGAIN;
     return ring_push(c, msg);
 }
@@ -275,8 +281,8 @@ static weft_poll send_poll(weft_future *f, weft_cx *cx)
         return send_poll_slow(f, cx, false);
     /* The common case: room in the buffer and nobody waiting. */
     sync_lock(&c->lock);
-    if (weft_unlikely(!c->receivers || c->recvq.head || c->sendq.head ||
-                      c->len + c->reserved >= c->cap || c->len == c->size))
+    if (weft_unlikely(!c->receivers || c->recvq.head || !slot_free(c) ||
+                      c->len == c->size))
         return send_poll_slow(f, cx, true);
     copy_msg(ring_slot(c, c->len), op->w.ptr, c->elem);
     c->len++;
