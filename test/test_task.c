@@ -560,49 +560,61 @@ TEST(budget_stops_a_task_that_is_always_ready)
 
 /* ---- wakes before the woken task runs ---- */
 
-/* A future that counts its polls and stays pending until `done`, keeping a
- * clone of its task's waker. */
-struct wake_count_future {
-    weft_future base;
-    atomic_int *polls;
-    atomic_int *done;
-    weft_waker *waker;
+/* A task whose future counts its polls and stays pending until `done`,
+ * keeping a clone of its task's waker: what the cases below observe. */
+struct counted {
+    atomic_int polls, done;
+    weft_waker waker;
+    weft_task *t;
 };
 
-static weft_poll wake_count_poll(weft_future *f, weft_cx *cx)
+struct counted_future {
+    weft_future base;
+    struct counted *c;
+};
+
+static weft_poll counted_poll(weft_future *f, weft_cx *cx)
 {
-    struct wake_count_future *c = (struct wake_count_future *)f;
-    if (atomic_load(c->done)) {
-        atomic_fetch_add(c->polls, 1);
+    struct counted *c = ((struct counted_future *)f)->c;
+    if (atomic_load(&c->done)) {
+        atomic_fetch_add(&c->polls, 1);
         return weft_future_set(f, NULL, 0);
     }
     /* A task's waker is the same at every poll: keep the first clone. The
      * count is published after it, for the test body on another thread. */
-    if (!c->waker->vtable)
-        *c->waker = weft_waker_clone(weft_cx_waker(cx));
-    atomic_fetch_add(c->polls, 1);
+    if (!c->waker.vtable)
+        c->waker = weft_waker_clone(weft_cx_waker(cx));
+    atomic_fetch_add(&c->polls, 1);
     return WEFT_PENDING;
 }
 
-static const weft_future_ops wake_count_ops = {.poll = wake_count_poll,
-                                               .name = "counting"};
+static const weft_future_ops counted_ops = {.poll = counted_poll,
+                                            .name = "counting"};
 
-/* Spawns a wake_count_future task that reports to *polls, *done and
- * *waker, and yields until its first poll has run. */
-static weft_task *spawn_counted(atomic_int *polls, atomic_int *done,
-                                weft_waker *waker)
+/* Spawns the task and yields until its first poll has run. */
+static void counted_spawn(struct counted *c)
 {
-    struct wake_count_future *c =
-        (struct wake_count_future *)weft_future_new(sizeof *c, &wake_count_ops);
-    ASSERT(c != NULL);
-    c->polls = polls;
-    c->done = done;
-    c->waker = waker;
-    weft_task *t;
-    ASSERT_OK(weft_spawn_future(NULL, &t, &c->base, NULL));
-    while (atomic_load(polls) < 1)
+    struct counted_future *f =
+        (struct counted_future *)weft_future_new(sizeof *f, &counted_ops);
+    ASSERT(f != NULL);
+    f->c = c;
+    ASSERT_OK(weft_spawn_future(NULL, &c->t, &f->base, NULL));
+    while (atomic_load(&c->polls) < 1)
         ASSERT_OK(weft_yield());
-    return t;
+}
+
+/* Lets the task finish and joins it. */
+static void counted_finish(struct counted *c)
+{
+    atomic_store(&c->done, 1);
+    weft_waker_wake_by_ref(&c->waker);
+    ASSERT_OK(weft_join(c->t, NULL));
+}
+
+static void counted_free(struct counted *c)
+{
+    weft_waker_drop(&c->waker);
+    weft_task_free(c->t);
 }
 
 /* Two wakes of a task before it runs (the second finds it queued) give one
@@ -611,24 +623,20 @@ static weft_task *spawn_counted(atomic_int *polls, atomic_int *done,
 static void *double_wake_body(void *arg)
 {
     (void)arg;
-    atomic_int polls = 0, done = 0;
-    weft_waker waker = {0};
-    weft_task *t = spawn_counted(&polls, &done, &waker);
-    weft_waker_wake_by_ref(&waker);
-    weft_waker_wake_by_ref(&waker);
+    struct counted c = {0};
+    counted_spawn(&c);
+    weft_waker_wake_by_ref(&c.waker);
+    weft_waker_wake_by_ref(&c.waker);
     for (int i = 0; i < 8; i++)
         ASSERT_OK(weft_yield());
     if (!is_mt())
-        ASSERT_EQ(atomic_load(&polls), 2);
-    while (atomic_load(&polls) < 2)
+        ASSERT_EQ(atomic_load(&c.polls), 2);
+    while (atomic_load(&c.polls) < 2)
         ASSERT_OK(weft_yield());
-    atomic_store(&done, 1);
-    weft_waker_wake_by_ref(&waker);
-    ASSERT_OK(weft_join(t, NULL));
+    counted_finish(&c);
     if (!is_mt())
-        ASSERT_EQ(atomic_load(&polls), 3);
-    weft_waker_drop(&waker);
-    weft_task_free(t);
+        ASSERT_EQ(atomic_load(&c.polls), 3);
+    counted_free(&c);
     return NULL;
 }
 
@@ -650,28 +658,24 @@ static void *wake_twice_thread(void *arg)
 static void *mixed_wakes_body(void *arg)
 {
     (void)arg;
-    atomic_int polls = 0, done = 0;
-    weft_waker waker = {0};
-    weft_task *t = spawn_counted(&polls, &done, &waker);
+    struct counted c = {0};
+    counted_spawn(&c);
     for (int round = 0; round < 2; round++) {
-        int before = atomic_load(&polls);
+        int before = atomic_load(&c.polls);
         if (round == 1)
-            weft_waker_wake_by_ref(&waker); /* queued here first */
+            weft_waker_wake_by_ref(&c.waker); /* queued here first */
         pthread_t th;
-        ASSERT_OK(pthread_create(&th, NULL, wake_twice_thread, &waker));
+        ASSERT_OK(pthread_create(&th, NULL, wake_twice_thread, &c.waker));
         ASSERT_OK(pthread_join(th, NULL));
-        while (atomic_load(&polls) < before + 1)
+        while (atomic_load(&c.polls) < before + 1)
             ASSERT_OK(weft_yield());
         for (int i = 0; i < 300; i++) /* past the next remote-queue look */
             ASSERT_OK(weft_yield());
         if (!is_mt())
-            ASSERT_EQ(atomic_load(&polls), before + 1);
+            ASSERT_EQ(atomic_load(&c.polls), before + 1);
     }
-    atomic_store(&done, 1);
-    weft_waker_wake_by_ref(&waker);
-    ASSERT_OK(weft_join(t, NULL));
-    weft_waker_drop(&waker);
-    weft_task_free(t);
+    counted_finish(&c);
+    counted_free(&c);
     return NULL;
 }
 
@@ -693,22 +697,18 @@ static void *wake_without_memory_body(void *arg)
     (void)arg;
     if (is_mt())
         return NULL; /* the entry is the current-thread runtime's */
-    atomic_int polls = 0, done = 0;
-    weft_waker waker = {0};
-    weft_task *t = spawn_counted(&polls, &done, &waker);
+    struct counted c = {0};
+    counted_spawn(&c);
     weft__fail_alloc_after(1); /* the entry array's first allocation */
     pthread_t th;
-    ASSERT_OK(pthread_create(&th, NULL, wake_once_thread, &waker));
+    ASSERT_OK(pthread_create(&th, NULL, wake_once_thread, &c.waker));
     ASSERT_OK(pthread_join(th, NULL));
     weft__fail_alloc_after(0);
-    for (int i = 0; i < 100000 && atomic_load(&polls) < 2; i++)
+    for (int i = 0; i < 100000 && atomic_load(&c.polls) < 2; i++)
         ASSERT_OK(weft_yield());
-    ASSERT_EQ(atomic_load(&polls), 2);
-    atomic_store(&done, 1);
-    weft_waker_wake_by_ref(&waker);
-    ASSERT_OK(weft_join(t, NULL));
-    weft_waker_drop(&waker);
-    weft_task_free(t);
+    ASSERT_EQ(atomic_load(&c.polls), 2);
+    counted_finish(&c);
+    counted_free(&c);
     return NULL;
 }
 
@@ -720,35 +720,26 @@ TEST(foreign_wake_without_memory_is_not_lost)
 /* A waker may outlive its runtime: waking it, and cancelling a handle,
  * after weft_runtime_free is a harmless no-op (the task has finished; the
  * freed scheduler is not touched). */
-struct outlive_case {
-    atomic_int polls, done;
-    weft_waker waker;
-    weft_task *t;
-};
-
 static void *keep_waker_body(void *arg)
 {
-    struct outlive_case *o = arg;
-    o->t = spawn_counted(&o->polls, &o->done, &o->waker);
-    atomic_store(&o->done, 1);
-    weft_waker_wake_by_ref(&o->waker);
-    ASSERT_OK(weft_join(o->t, NULL));
+    struct counted *c = arg;
+    counted_spawn(c);
+    counted_finish(c);
     return NULL;
 }
 
 TEST(waker_and_handle_outlive_the_runtime)
 {
-    struct outlive_case o = {0};
-    run(keep_waker_body, &o); /* frees the runtime */
-    ASSERT(o.waker.vtable != NULL);
-    weft_waker_wake_by_ref(&o.waker);
-    weft_task_cancel(o.t);
+    struct counted c = {0};
+    run(keep_waker_body, &c); /* frees the runtime */
+    ASSERT(c.waker.vtable != NULL);
+    weft_waker_wake_by_ref(&c.waker);
+    weft_task_cancel(c.t);
     pthread_t th;
-    ASSERT_OK(pthread_create(&th, NULL, wake_once_thread, &o.waker));
+    ASSERT_OK(pthread_create(&th, NULL, wake_once_thread, &c.waker));
     ASSERT_OK(pthread_join(th, NULL));
-    ASSERT_EQ(weft_join(o.t, NULL), 0);
-    weft_waker_drop(&o.waker);
-    weft_task_free(o.t);
+    ASSERT_EQ(weft_join(c.t, NULL), 0);
+    counted_free(&c);
 }
 
 /* A task woken (and so queued) and then cancelled before it runs sees the
@@ -756,18 +747,16 @@ TEST(waker_and_handle_outlive_the_runtime)
 static void *woken_then_cancelled_body(void *arg)
 {
     (void)arg;
-    atomic_int polls = 0, done = 0;
-    weft_waker waker = {0};
-    weft_task *t = spawn_counted(&polls, &done, &waker);
-    weft_waker_wake_by_ref(&waker);
-    weft_task_cancel(t);
-    ASSERT_EQ(weft_join(t, NULL), -ECANCELED);
+    struct counted c = {0};
+    counted_spawn(&c);
+    weft_waker_wake_by_ref(&c.waker);
+    weft_task_cancel(c.t);
+    ASSERT_EQ(weft_join(c.t, NULL), -ECANCELED);
     /* Dropped without another poll on one thread (on two it may have run
      * between the wake and the cancel). */
     if (!is_mt())
-        ASSERT_EQ(atomic_load(&polls), 1);
-    weft_waker_drop(&waker);
-    weft_task_free(t);
+        ASSERT_EQ(atomic_load(&c.polls), 1);
+    counted_free(&c);
     return NULL;
 }
 
@@ -1188,7 +1177,7 @@ TEST(polled_future_is_not_reported)
 static void forget_without_debug(void)
 {
     setenv("WEFT_DEBUG", "0", 1);
-    weft_future_free(weft_future_new(sizeof(weft_future), &wake_count_ops));
+    weft_future_free(weft_future_new(sizeof(weft_future), &counting_ops));
 }
 
 TEST(never_polled_report_off_with_debug_0)
@@ -1368,7 +1357,7 @@ static void *spawn_errors_body(void *arg)
     ASSERT_EQ(weft_spawn_future(NULL, &t, NULL, NULL), -EINVAL);
     /* A caller-owned future cannot be spawned. */
     weft_future f;
-    weft_future_init(&f, &wake_count_ops);
+    weft_future_init(&f, &counting_ops);
     ASSERT_EQ(weft_spawn_future(NULL, &t, &f, NULL), -EINVAL);
     return NULL;
 }
