@@ -232,31 +232,14 @@ void weft__task_take_notified(struct weft_task *t)
 void weft__task_cancel(struct weft_task *t)
 {
     uint64_t s = load_state(t);
-    if (resident(t)) {
-        /* A started resident task is RUNNING while parked: set the bit,
-         * then wake it like any other event would. */
-        while (!(s & (TASK_COMPLETE | TASK_CANCELLED)) && (s & TASK_RUNNING)) {
-            if (cas_state(t, &s, s | TASK_CANCELLED)) {
-                weft__task_wake(t);
-                return;
-            }
-        }
-    }
-    for (;;) {
+    do {
         if (s & (TASK_COMPLETE | TASK_CANCELLED))
             return;
-        uint64_t n = s | TASK_CANCELLED | TASK_NOTIFIED;
-        bool submit = !(s & (TASK_RUNNING | TASK_NOTIFIED));
-        if (submit)
-            n += TASK_REF_ONE;
-        if (cas_state(t, &s, n)) {
-            if (submit) {
-                struct weft_sched *sc = weft__task_sched(t);
-                sc->ops->schedule(sc, t);
-            }
-            return;
-        }
-    }
+    } while (!cas_state(t, &s, s | TASK_CANCELLED));
+    /* Then it is woken like any other event would wake it: queued if idle
+     * or parked (resident), NOTIFIED if it is being polled, left alone if
+     * it is queued already. */
+    weft__task_wake(t);
 }
 
 /* ---- the task waker ---- */

@@ -65,7 +65,7 @@
  * and queues the task with a reference even though it is RUNNING (the
  * scheduler's wake_running); the owner takes that entry with
  * weft__task_remote_woken, unless a poll that starts first took NOTIFIED
- * (weft__task_take_notified). A cancel sets CANCELLED, then wakes.
+ * (weft__task_take_notified).
  */
 enum {
     TASK_RUNNING = 1u << 0,
